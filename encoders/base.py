@@ -1,0 +1,133 @@
+"""The scorer protocol every signal implements, and the artifact format they share.
+
+A scorer is fitted on a :class:`FitData` (catalogue + training interactions, plus a validation task for
+early stopping) and then scores a batch of user histories over the *whole* catalogue. Saving writes a
+folder with ``config.json`` (the scorer's kind and typed config) and its arrays as ``.npz`` (never pickle)
+or ``.safetensors``; :func:`load_scorer` reads any of them back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+from hyrec.data import Dataset, EvalTask, Interactions, interaction_matrix
+from hyrec.data.splits import History
+
+
+@dataclass(frozen=True, eq=False)
+class FitData:
+    """What a scorer is fitted on.
+
+    Attributes:
+        dataset: Catalogue and id maps (its interactions are *not* all training data).
+        train: The training interactions.
+        valid: Optional validation task, for early stopping and model selection only.
+        item_embeddings: Optional (n_items, d) L2-normalised text embeddings of the catalogue, for
+            scorers that read item text (see :mod:`encoders.text`).
+    """
+
+    dataset: Dataset
+    train: Interactions
+    valid: EvalTask | None = None
+    item_embeddings: np.ndarray | None = None
+
+    @property
+    def n_items(self) -> int:
+        return self.dataset.n_items
+
+    @property
+    def n_users(self) -> int:
+        return self.dataset.n_users
+
+    @cached_property
+    def matrix(self) -> sp.csr_matrix:
+        """Binary (n_users, n_items) training matrix."""
+        return interaction_matrix(self.train, self.n_users, self.n_items)
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Number of training users per item."""
+        return np.asarray(self.matrix.sum(axis=0)).ravel()
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores whole-catalogue relevance for batches of users."""
+
+    kind: ClassVar[str]
+
+    def fit(self, data: FitData) -> Self: ...
+
+    def score(self, history: History) -> np.ndarray:
+        """(B, n_items) float32 scores, higher = more relevant; unknown users (index -1) must work."""
+        ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Self: ...
+
+
+class NotFittedError(RuntimeError):
+    """A scorer was asked to score or save before ``fit``."""
+
+
+def write_config(path: Path, kind: str, config: Any, **extra: Any) -> None:
+    """Write ``config.json`` for a scorer of ``kind`` with its dataclass config."""
+    path.mkdir(parents=True, exist_ok=True)
+    body = {"kind": kind, "config": asdict(config) if is_dataclass(config) else config, **extra}
+    (path / "config.json").write_text(json.dumps(body, indent=2, sort_keys=True))
+
+
+def read_config(path: Path, kind: str, config_cls: type | None = None) -> tuple[Any, dict[str, Any]]:
+    """Read ``config.json`` written for ``kind``; returns (typed config, the whole body)."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no saved scorer here")
+    body = json.loads(file.read_text())
+    if body.get("kind") != kind:
+        raise ValueError(f"{file}: holds a {body.get('kind')!r} scorer, not {kind!r}")
+    cfg = body.get("config", {})
+    if config_cls is not None:
+        known = {f.name for f in fields(config_cls)}
+        cfg = config_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in known})
+    return cfg, body
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    np.savez(path / "arrays.npz", **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as plain arrays under ``prefix`` (for :func:`save_arrays`)."""
+    m = m.tocsr()
+    return {
+        f"{prefix}_data": m.data,
+        f"{prefix}_indices": m.indices,
+        f"{prefix}_indptr": m.indptr,
+        f"{prefix}_shape": np.asarray(m.shape, dtype=np.int64),
+    }
+
+
+def load_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
+    )
+
+
+def known_users(history: History, n_users: int) -> np.ndarray:
+    """Mask of the batch rows whose user the model was fitted on."""
+    return (history.users >= 0) & (history.users < n_users)

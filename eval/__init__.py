@@ -1,0 +1,1 @@
+"""Offline evaluation: the harness behind ``hyrec eval`` / ``python -m eval`` and the benchmarks."""

@@ -1,0 +1,1 @@
+"""prompts: filled in by later issues."""

@@ -1,0 +1,1 @@
+"""retrieval: filled in by later issues."""
