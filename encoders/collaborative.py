@@ -9,6 +9,7 @@ their learned arrays as ``.npz``.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
@@ -17,6 +18,8 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import CosineRecommender
+from implicit.utils import ParameterWarning
+from threadpoolctl import threadpool_limits
 
 from hyrec.data.splits import History
 
@@ -68,7 +71,7 @@ class MostPopular:
 
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    neighbours: int = 100  # RecBole's default k; more neighbours smooth scores for heavy users
+    neighbours: int = 10  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-itemknn.md)
 
 
 class ItemKNN:
@@ -85,7 +88,9 @@ class ItemKNN:
 
     def fit(self, data: FitData) -> Self:
         model = CosineRecommender(K=self.config.neighbours, num_threads=0)
-        model.fit(data.matrix, show_progress=False)
+        with warnings.catch_warnings():  # implicit converts its own normalised copy to CSR and warns
+            warnings.simplefilter("ignore", ParameterWarning)
+            model.fit(data.matrix, show_progress=False)
         self.similarity = model.similarity.tocsr().astype(np.float32)
         return self
 
@@ -150,7 +155,7 @@ class _FactorModel:
 
 @dataclass(frozen=True)
 class ALSConfig:
-    factors: int = 32  # factors/regularization/alpha chosen on ML-100K validation NDCG@10 (eval/tune.py)
+    factors: int = 32  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-als.md)
     regularization: float = 0.05
     alpha: float = 1.0  # weight of an observed interaction in the confidence
     iterations: int = 15
@@ -172,25 +177,27 @@ class ALS(_FactorModel):
         )
 
     def fit(self, data: FitData) -> Self:
-        model = self._model()
-        model.fit(data.matrix, show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's ALS runs its own threads; BLAS's would oversubscribe
+            model = self._model()
+            model.fit(data.matrix, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         return self
 
     def _fold_in(self, history: History) -> np.ndarray:
         # implicit's least-squares solve for user vectors with the item factors fixed
-        model = self._model()
-        model.item_factors = self.item_factors
-        return model.recalculate_user(np.arange(len(history)), history.matrix)
+        with threadpool_limits(1, "blas"):
+            model = self._model()
+            model.item_factors = self.item_factors
+            return model.recalculate_user(np.arange(len(history)), history.matrix)
 
 
 @dataclass(frozen=True)
 class BPRConfig:
-    factors: int = 64  # chosen on ML-100K validation NDCG@10 (eval/results/tuning.md)
-    learning_rate: float = 0.05
-    regularization: float = 0.01
-    iterations: int = 200
+    factors: int = 128  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-bpr.md)
+    learning_rate: float = 0.01
+    regularization: float = 0.001
+    iterations: int = 100  # more epochs overfit ML-100K at this learning rate
     seed: int = 0
 
 
