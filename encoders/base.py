@@ -1,8 +1,11 @@
 """The scorer protocol every signal implements, and the artifact format they share.
 
-A scorer is fitted on a :class:`FitData` (catalogue + training interactions, plus a validation task for
-early stopping) and then scores a batch of user histories over the *whole* catalogue. Saving writes a
-folder with ``config.json`` (the scorer's kind and typed config) and its arrays as ``.npz`` (never pickle)
+A scorer is fitted on a :class:`FitData` (catalogue + training interactions, plus a validation task
+for
+early stopping) and then scores a batch of user histories over the *whole* catalogue. Saving writes
+a
+folder with ``config.json`` (the scorer's kind and typed config) and its arrays as ``.npz`` (never
+pickle)
 or ``.safetensors``; :func:`load_scorer` reads any of them back.
 """
 
@@ -66,7 +69,8 @@ class Scorer(Protocol):
     def fit(self, data: FitData) -> Self: ...
 
     def score(self, history: History) -> np.ndarray:
-        """(B, n_items) float32 scores, higher = more relevant; unknown users (index -1) must work."""
+        """(B, n_items) float32 scores, higher = more relevant; unknown users (index -1) must
+        work."""
         ...
 
     def save(self, path: Path) -> None: ...
@@ -86,7 +90,9 @@ def write_config(path: Path, kind: str, config: Any, **extra: Any) -> None:
     (path / "config.json").write_text(json.dumps(body, indent=2, sort_keys=True))
 
 
-def read_config(path: Path, kind: str, config_cls: type | None = None) -> tuple[Any, dict[str, Any]]:
+def read_config(
+    path: Path, kind: str, config_cls: type | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Read ``config.json`` written for ``kind``; returns (typed config, the whole body)."""
     file = path / "config.json"
     if not file.is_file():
@@ -97,7 +103,9 @@ def read_config(path: Path, kind: str, config_cls: type | None = None) -> tuple[
     cfg = body.get("config", {})
     if config_cls is not None:
         known = {f.name for f in fields(config_cls)}
-        cfg = config_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in known})
+        cfg = config_cls(
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in known}
+        )
     return cfg, body
 
 
@@ -124,7 +132,8 @@ def save_csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
 def load_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
     shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
     return sp.csr_matrix(
-        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
+        shape=shape,
     )
 
 

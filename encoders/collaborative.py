@@ -1,8 +1,11 @@
 """Collaborative baselines behind the scorer protocol: popularity, item-kNN, ALS and BPR.
 
-Item-kNN (Sarwar et al. 2001, cosine), ALS (Hu, Koren & Volinsky 2008) and BPR-MF (Rendle et al. 2009)
-are the ``implicit`` library's CPU implementations; this module adapts them to :class:`~encoders.base.Scorer`
-(full-catalogue scores for a batch of histories, unknown users folded in from their history) and saves
+Item-kNN (Sarwar et al. 2001, cosine), ALS (Hu, Koren & Volinsky 2008) and BPR-MF (Rendle et al.
+2009)
+are the ``implicit`` library's CPU implementations; this module adapts them to
+:class:`~encoders.base.Scorer`
+(full-catalogue scores for a batch of histories, unknown users folded in from their history) and
+saves
 their learned arrays as ``.npz``.
 """
 
@@ -39,7 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class MostPopular:
-    """Scores every item by how many training users interacted with it (the same list for everyone)."""
+    """Scores every item by how many training users interacted with it (the same list for
+    everyone)."""
 
     kind: ClassVar[str] = "pop"
 
@@ -71,11 +75,14 @@ class MostPopular:
 
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    neighbours: int = 10  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-itemknn.md)
+    neighbours: int = (
+        10  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-itemknn.md)
+    )
 
 
 class ItemKNN:
-    """Item-based kNN: score(u, i) = Σ_{j ∈ history(u)} cos(j, i), keeping each item's top-k neighbours.
+    """Item-based kNN: score(u, i) = Σ_{j ∈ history(u)} cos(j, i), keeping each item's top-k
+    neighbours.
 
     Works for any history, so unknown users need no special path.
     """
@@ -88,7 +95,9 @@ class ItemKNN:
 
     def fit(self, data: FitData) -> Self:
         model = CosineRecommender(K=self.config.neighbours, num_threads=0)
-        with warnings.catch_warnings():  # implicit converts its own normalised copy to CSR and warns
+        with (
+            warnings.catch_warnings()
+        ):  # implicit converts its own normalised copy to CSR and warns
             warnings.simplefilter("ignore", ParameterWarning)
             model.fit(data.matrix, show_progress=False)
         self.similarity = model.similarity.tocsr().astype(np.float32)
@@ -114,7 +123,8 @@ class ItemKNN:
 
 
 class _FactorModel:
-    """Shared scoring and persistence for matrix-factorisation scorers: score = user · item factors."""
+    """Shared scoring and persistence for matrix-factorisation scorers: score = user · item
+    factors."""
 
     kind: ClassVar[str]
     config_cls: ClassVar[type]
@@ -163,7 +173,8 @@ class ALSConfig:
 
 
 class ALS(_FactorModel):
-    """Weighted matrix factorisation for implicit feedback (implicit's ALS); unknown users are solved for
+    """Weighted matrix factorisation for implicit feedback (implicit's ALS); unknown users are
+    solved for
     from their history with the item factors fixed."""
 
     kind: ClassVar[str] = "als"
@@ -172,12 +183,17 @@ class ALS(_FactorModel):
     def _model(self) -> AlternatingLeastSquares:
         c = self.config
         return AlternatingLeastSquares(
-            factors=c.factors, regularization=c.regularization, alpha=c.alpha,
-            iterations=c.iterations, random_state=c.seed,
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            random_state=c.seed,
         )
 
     def fit(self, data: FitData) -> Self:
-        with threadpool_limits(1, "blas"):  # implicit's ALS runs its own threads; BLAS's would oversubscribe
+        with threadpool_limits(
+            1, "blas"
+        ):  # implicit's ALS runs its own threads; BLAS's would oversubscribe
             model = self._model()
             model.fit(data.matrix, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
@@ -202,7 +218,8 @@ class BPRConfig:
 
 
 class BPR(_FactorModel):
-    """BPR-MF (implicit's SGD implementation, single-threaded so a seed gives one result); an unknown
+    """BPR-MF (implicit's SGD implementation, single-threaded so a seed gives one result); an
+    unknown
     user's vector is the mean of their history's item factors."""
 
     kind: ClassVar[str] = "bpr"
@@ -211,8 +228,12 @@ class BPR(_FactorModel):
     def fit(self, data: FitData) -> Self:
         c = self.config
         model = BayesianPersonalizedRanking(
-            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
-            iterations=c.iterations, num_threads=1, random_state=c.seed,
+            factors=c.factors,
+            learning_rate=c.learning_rate,
+            regularization=c.regularization,
+            iterations=c.iterations,
+            num_threads=1,
+            random_state=c.seed,
         )
         model.fit(data.matrix, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)

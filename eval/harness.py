@@ -1,6 +1,8 @@
-"""The offline evaluation harness: fit named models on a split, rank the full catalogue, write a report.
+"""The offline evaluation harness: fit named models on a split, rank the full catalogue, write a
+report.
 
-``run_eval`` is what ``hyrec eval`` and ``python -m eval`` call. It writes ``<out>/<dataset>/metrics.json``
+``run_eval`` is what ``hyrec eval`` and ``python -m eval`` call. It writes
+``<out>/<dataset>/metrics.json``
 (protocol, dataset fingerprint, seed, per-model metrics with fit/eval seconds) and ``report.md``.
 """
 
@@ -33,8 +35,19 @@ MODELS: dict[str, Callable[[], Scorer]] = {
     "bpr": BPR,
 }
 
-REPORT_COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20", "coverage@10", "ild@10",
-                  "novelty@10", "gini@10", "fit_seconds", "eval_seconds")
+REPORT_COLUMNS = (
+    "ndcg@10",
+    "hr@10",
+    "mrr@10",
+    "ndcg@20",
+    "hr@20",
+    "coverage@10",
+    "ild@10",
+    "novelty@10",
+    "gini@10",
+    "fit_seconds",
+    "eval_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,8 @@ def sample_users(n_total: int, n: int | None, seed: int) -> np.ndarray | None:
 
 
 def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
-    """Fit and evaluate ``config.models``; write metrics.json and report.md under ``out/<dataset>/``."""
+    """Fit and evaluate ``config.models``; write metrics.json and report.md under
+    ``out/<dataset>/``."""
     unknown = [m for m in config.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
@@ -103,17 +117,29 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = evaluate(
-            model.score, test, config.ks, item_vectors=vectors,
-            item_popularity=data.item_popularity, n_train_users=ds.n_users,
+            model.score,
+            test,
+            config.ks,
+            item_vectors=vectors,
+            item_popularity=data.item_popularity,
+            n_train_users=ds.n_users,
         )
         eval_s = time.perf_counter() - t0
-        results[name] = {**_rounded(metrics), "fit_seconds": round(fit_s, 3), "eval_seconds": round(eval_s, 3)}
-        log.info("%s: ndcg@10 %.4f (fit %.1fs, eval %.2fs)", name, metrics["ndcg@10"], fit_s, eval_s)
+        results[name] = {
+            **_rounded(metrics),
+            "fit_seconds": round(fit_s, 3),
+            "eval_seconds": round(eval_s, 3),
+        }
+        log.info(
+            "%s: ndcg@10 %.4f (fit %.1fs, eval %.2fs)", name, metrics["ndcg@10"], fit_s, eval_s
+        )
     report = {
         "protocol": {
             **split.protocol,
             "ranking": "full catalogue, observed items excluded",
-            "interactions": "all ratings" if config.min_rating is None else f"rating >= {config.min_rating}",
+            "interactions": "all ratings"
+            if config.min_rating is None
+            else f"rating >= {config.min_rating}",
             "users": "all" if rows is None else f"seeded sample of {len(rows)}",
             "ild_vectors": "item attribute multi-hot",
             "ks": list(config.ks),
@@ -132,15 +158,20 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: (int(v) if k == "users" else round(v, 5)) for k, v in metrics.items()}
 
 
-def write_report(report: dict[str, Any], folder: Path, columns: Sequence[str] = REPORT_COLUMNS) -> None:
+def write_report(
+    report: dict[str, Any], folder: Path, columns: Sequence[str] = REPORT_COLUMNS
+) -> None:
     """metrics.json plus a markdown table of ``columns`` (missing values shown as –)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     fp, proto = report["dataset"], report["protocol"]
     lines = [
-        f"# {fp['name']}: {fp['n_users']} users, {fp['n_items']} items, {fp['n_interactions']} interactions",
+        f"# {fp['name']}: {fp['n_users']} users, {fp['n_items']} items, "
+        f"{fp['n_interactions']} interactions",
         "",
-        "Protocol: " + "; ".join(f"{k}: {v}" for k, v in proto.items()) + f"; seed {report['seed']}.",
+        "Protocol: "
+        + "; ".join(f"{k}: {v}" for k, v in proto.items())
+        + f"; seed {report['seed']}.",
         "",
         "| model | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),

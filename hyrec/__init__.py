@@ -1,6 +1,7 @@
 """hyrec: an LLM-augmented hybrid recommender.
 
-Package layout (dependency direction ``agent → retrieval → encoders → hyrec``; ``eval`` uses them all and
+Package layout (dependency direction ``agent → retrieval → encoders → hyrec``; ``eval`` uses them
+all and
 nothing uses ``eval``):
 
 * :mod:`hyrec.data` — the dataset type, loaders, splits; :mod:`hyrec.metrics` — ranking metrics;

@@ -20,7 +20,8 @@ console = Console()
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -36,10 +37,12 @@ def _parse_models(models: str) -> tuple[str, ...]:
 @app.command("eval")
 def eval_command(
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. ml-100k.")] = "ml-100k",
-    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "pop,itemknn,als,bpr",
-    out: Annotated[Path, typer.Option(help="Folder for <dataset>/metrics.json and report.md.")] = Path(
-        "runs/eval"
-    ),
+    models: Annotated[
+        str, typer.Option(help="Comma-separated model names.")
+    ] = "pop,itemknn,als,bpr",
+    out: Annotated[
+        Path, typer.Option(help="Folder for <dataset>/metrics.json and report.md.")
+    ] = Path("runs/eval"),
     data_dir: Annotated[
         Path | None, typer.Option(help="The dataset's own folder (e.g. the one holding u.data).")
     ] = None,
@@ -58,15 +61,29 @@ def eval_command(
     if users is not None and users <= 0:
         _fail("--users must be a positive number of users")
     config = EvalConfig(
-        dataset=dataset, models=_parse_models(models), data_dir=str(data_dir) if data_dir else None,
-        split=split, min_rating=min_rating, users=users, seed=seed,
+        dataset=dataset,
+        models=_parse_models(models),
+        data_dir=str(data_dir) if data_dir else None,
+        split=split,
+        min_rating=min_rating,
+        users=users,
+        seed=seed,
     )
     try:
         report = run_eval(config, out)
     except (DataError, ValueError) as e:
         _fail(str(e))
     table = Table(title=f"{dataset} — {report['protocol']['split']}, full ranking")
-    cols = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "ild@10", "novelty@10", "fit_seconds", "eval_seconds")
+    cols = (
+        "ndcg@10",
+        "hr@10",
+        "mrr@10",
+        "coverage@10",
+        "ild@10",
+        "novelty@10",
+        "fit_seconds",
+        "eval_seconds",
+    )
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")
@@ -78,7 +95,9 @@ def eval_command(
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding MovieLens-100K's u.data.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding MovieLens-100K's u.data.")
+    ] = None,
     users: Annotated[str, typer.Option(help="Comma-separated user ids to show.")] = "1,196,405",
     k: Annotated[int, typer.Option("-k", help="List length.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,

@@ -1,9 +1,13 @@
-"""Full-catalogue ranking metrics: accuracy (NDCG, HR, recall, MRR) and beyond accuracy (coverage, ILD,
+"""Full-catalogue ranking metrics: accuracy (NDCG, HR, recall, MRR) and beyond accuracy (coverage,
+ILD,
 novelty, Gini).
 
-Every metric is a small vectorised function over top-K lists ``recs`` (U, K) and a binary truth matrix.
-:func:`evaluate` ranks the *whole* catalogue for batches of users — never a sample of negatives, whose
-metrics can disagree with full ranking (Krichene & Rendle, "On Sampled Metrics for Item Recommendation",
+Every metric is a small vectorised function over top-K lists ``recs`` (U, K) and a binary truth
+matrix.
+:func:`evaluate` ranks the *whole* catalogue for batches of users — never a sample of negatives,
+whose
+metrics can disagree with full ranking (Krichene & Rendle, "On Sampled Metrics for Item
+Recommendation",
 KDD 2020) — with each user's observed items excluded.
 """
 
@@ -96,7 +100,8 @@ def intra_list_diversity(recs: np.ndarray, item_vectors: np.ndarray, k: int) -> 
 
 
 def novelty(recs: np.ndarray, item_popularity: np.ndarray, n_users: int, k: int) -> float:
-    """Mean self-information −log2 p(i) of recommended items, p(i) = (users with i + 1) / (users + 1)."""
+    """Mean self-information −log2 p(i) of recommended items, p(i) = (users with i + 1) / (users +
+    1)."""
     p = (item_popularity + 1.0) / (n_users + 1.0)
     return float(np.mean(-np.log2(p[recs[:, :k]])))
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded rng, a tiny checkerboard dataset with a known right answer, real data paths."""
+"""Shared fixtures: a seeded rng, a tiny checkerboard dataset with a known right answer, real data
+paths."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ def rng() -> np.random.Generator:
 def checkerboard(n_users: int = 20, n_items: int = 20, seed: int = 0) -> Dataset:
     """Two taste groups: even users interact with items 0..n/2-1, odd users with the other half.
 
-    Each user touches 6 items of their own block in a seeded order, so after leave-one-out every held-out
-    item is in the user's block: any sensible collaborative model must rank it above the other block.
+    Each user touches 6 items of their own block in a seeded order, so after leave-one-out every
+    held-out
+    item is in the user's block: any sensible collaborative model must rank it above the other
+    block.
     """
     rng = np.random.default_rng(seed)
     half = n_items // 2
     items = [
-        Item(str(i), f"item {i}", attributes={"genres": ["A" if i < half else "B"], "year": 1990 + i})
+        Item(
+            str(i), f"item {i}", attributes={"genres": ["A" if i < half else "B"], "year": 1990 + i}
+        )
         for i in range(n_items)
     ]
     events = []
@@ -43,7 +48,8 @@ def board() -> Dataset:
 
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
-    """The real MovieLens-100K folder under HYREC_DATA_DIR; required on CI, skipped elsewhere if absent."""
+    """The real MovieLens-100K folder under HYREC_DATA_DIR; required on CI, skipped elsewhere if
+    absent."""
     root = os.environ.get("HYREC_DATA_DIR")
     path = Path(root) / "ml-100k" if root else None
     if path is None or not (path / "u.data").exists():

@@ -1,4 +1,5 @@
-"""The eval harness end to end: CLI on a tiny dataset, and the real ML-100K numbers against RecBole."""
+"""The eval harness end to end: CLI on a tiny dataset, and the real ML-100K numbers against
+RecBole."""
 
 from __future__ import annotations
 
@@ -41,16 +42,38 @@ def write_ml100k(ds, folder: Path) -> Path:
 def test_cli_eval_writes_metrics_and_report(tmp_path):
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["eval", "--dataset", "ml-100k", "--data-dir", str(folder),
-                                 "--models", "pop,itemknn", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            "ml-100k",
+            "--data-dir",
+            str(folder),
+            "--models",
+            "pop,itemknn",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "ml-100k" / "metrics.json").read_text())
     assert set(report) >= {"protocol", "dataset", "seed", "models"}
     assert report["dataset"]["n_users"] == 20 and report["dataset"]["sha256"]
     for name in ("pop", "itemknn"):
         m = report["models"][name]
-        for key in ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20", "coverage@10", "ild@10",
-                    "novelty@10", "fit_seconds", "eval_seconds"):
+        for key in (
+            "ndcg@10",
+            "hr@10",
+            "mrr@10",
+            "ndcg@20",
+            "hr@20",
+            "coverage@10",
+            "ild@10",
+            "novelty@10",
+            "fit_seconds",
+            "eval_seconds",
+        ):
             assert key in m, (name, key)
     assert report["models"]["itemknn"]["hr@10"] > report["models"]["pop"]["hr@10"]
     assert "| itemknn |" in (out / "ml-100k" / "report.md").read_text()
@@ -58,16 +81,25 @@ def test_cli_eval_writes_metrics_and_report(tmp_path):
 
 def test_cli_eval_rejects_unknown_model_and_bad_user_count(tmp_path):
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
-    bad = runner.invoke(app, ["eval", "--data-dir", str(folder), "--models", "pop,nope", "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["eval", "--data-dir", str(folder), "--models", "pop,nope", "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "unknown model(s) ['nope']" in bad.output
-    bad = runner.invoke(app, ["eval", "--data-dir", str(folder), "--users", "0", "--out", str(tmp_path)])
+    bad = runner.invoke(
+        app, ["eval", "--data-dir", str(folder), "--users", "0", "--out", str(tmp_path)]
+    )
     assert bad.exit_code == 2 and "--users" in bad.output
 
 
 def test_user_sample_is_seeded(tmp_path):
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
-    runs = [run_eval(EvalConfig(models=("pop",), data_dir=str(folder), users=7, seed=3)) for _ in range(2)]
-    metrics = [{k: v for k, v in r["models"]["pop"].items() if not k.endswith("_seconds")} for r in runs]
+    runs = [
+        run_eval(EvalConfig(models=("pop",), data_dir=str(folder), users=7, seed=3))
+        for _ in range(2)
+    ]
+    metrics = [
+        {k: v for k, v in r["models"]["pop"].items() if not k.endswith("_seconds")} for r in runs
+    ]
     assert metrics[0]["users"] == 7 and metrics[0] == metrics[1]
     other = run_eval(EvalConfig(models=("pop",), data_dir=str(folder), users=7, seed=4))
     assert other["protocol"]["users"] == "seeded sample of 7"

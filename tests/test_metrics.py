@@ -1,4 +1,5 @@
-"""Every accuracy metric against a brute-force reference on random score matrices, plus invariants."""
+"""Every accuracy metric against a brute-force reference on random score matrices, plus
+invariants."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def reference(scores, exclude, truth, k):
     out = {"ndcg": [], "hr": [], "recall": [], "mrr": []}
     for u in range(scores.shape[0]):
         ranked = sorted(
-            (i for i in range(scores.shape[1]) if i not in exclude[u]), key=lambda i: (-scores[u, i], i)
+            (i for i in range(scores.shape[1]) if i not in exclude[u]),
+            key=lambda i: (-scores[u, i], i),
         )[:k]
         targets = truth[u]
         dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(ranked) if i in targets)

@@ -1,4 +1,5 @@
-"""Contract suite every scorer passes (the implicit-style shared mixin), on the checkerboard dataset."""
+"""Contract suite every scorer passes (the implicit-style shared mixin), on the checkerboard
+dataset."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import numpy as np
 import pytest
 
 from encoders.base import FitData, NotFittedError, Scorer
-from encoders.collaborative import ALS, BPR, ALSConfig, BPRConfig, ItemKNN, ItemKNNConfig, MostPopular
+from encoders.collaborative import (
+    ALS,
+    BPR,
+    ALSConfig,
+    BPRConfig,
+    ItemKNN,
+    ItemKNNConfig,
+    MostPopular,
+)
 from hyrec.data import History, leave_one_out
 from hyrec.metrics import evaluate
 
 
 class ScorerContract:
-    """Subclasses set ``make`` and inherit every check. ``personalised`` scorers must beat chance."""
+    """Subclasses set ``make`` and inherit every check. ``personalised`` scorers must beat
+    chance."""
 
     personalised = True
 

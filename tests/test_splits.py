@@ -14,8 +14,16 @@ def make(events):
 
 def test_leave_one_out_takes_last_two_by_time_and_breaks_ties_by_file_order():
     # user a: items 0,1,2,3 with 2 and 3 at the same (last) time → 3 comes later in the file → test
-    ds = make([("a", "3", 50, 1.0, ""), ("a", "0", 10, 1.0, ""), ("a", "1", 20, 1.0, ""),
-               ("b", "4", 5, 1.0, ""), ("a", "2", 50, 1.0, ""), ("b", "5", 6, 1.0, "")])
+    ds = make(
+        [
+            ("a", "3", 50, 1.0, ""),
+            ("a", "0", 10, 1.0, ""),
+            ("a", "1", 20, 1.0, ""),
+            ("b", "4", 5, 1.0, ""),
+            ("a", "2", 50, 1.0, ""),
+            ("b", "5", 6, 1.0, ""),
+        ]
+    )
     split = leave_one_out(ds)
     a, b = ds.user_index["a"], ds.user_index["b"]
     test = dict(zip(split.test.user.tolist(), split.test.item.tolist(), strict=True))
@@ -42,8 +50,18 @@ def test_leave_one_out_is_deterministic(board):
 
 
 def test_temporal_split_cuts_by_time_and_keeps_new_items_only():
-    events = [("a", "0", 0), ("a", "1", 1), ("b", "0", 2), ("b", "1", 3), ("a", "2", 4), ("b", "3", 5),
-              ("a", "4", 6), ("b", "1", 7), ("a", "5", 8), ("b", "2", 9)]
+    events = [
+        ("a", "0", 0),
+        ("a", "1", 1),
+        ("b", "0", 2),
+        ("b", "1", 3),
+        ("a", "2", 4),
+        ("b", "3", 5),
+        ("a", "4", 6),
+        ("b", "1", 7),
+        ("a", "5", 8),
+        ("b", "2", 9),
+    ]
     ds = make([(u, i, t, 1.0, "") for u, i, t in events])
     split = temporal_split(ds, valid_fraction=0.2, test_fraction=0.2)
     assert split.train.timestamp.max() == 5

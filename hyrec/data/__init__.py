@@ -1,6 +1,6 @@
 """Dataset representation, loaders for the common formats, and evaluation splits."""
 
-from .dataset import Dataset, DataError, Interactions, Item, interaction_matrix, k_core, to_implicit
+from .dataset import DataError, Dataset, Interactions, Item, interaction_matrix, k_core, to_implicit
 from .sources import DataUnavailableError, load_dataset, resolve_data_dir
 from .splits import EvalTask, History, Split, leave_one_out, temporal_split
 

@@ -1,9 +1,12 @@
 """The one dataset representation every hyrec stage reads.
 
-A :class:`Dataset` is a catalogue of :class:`Item` records (text is first-class: title, description and
-attributes are what the text encoder embeds) plus columnar :class:`Interactions` over internal integer
+A :class:`Dataset` is a catalogue of :class:`Item` records (text is first-class: title, description
+and
+attributes are what the text encoder embeds) plus columnar :class:`Interactions` over internal
+integer
 indices. External ids are strings; internal indices are positions in ``Dataset.item_ids`` /
-``Dataset.user_ids``. Interaction rows keep the order of the source file, so ties in time can be broken by
+``Dataset.user_ids``. Interaction rows keep the order of the source file, so ties in time can be
+broken by
 file order (as RecBole does with ``order: TO``).
 """
 
@@ -116,7 +119,8 @@ class Interactions:
 class Dataset:
     """A catalogue, a user list and their interactions.
 
-    Build one with :meth:`from_records` (which maps external ids to indices and validates) or with the
+    Build one with :meth:`from_records` (which maps external ids to indices and validates) or with
+    the
     loaders in :mod:`hyrec.data.loaders`.
     """
 
@@ -124,7 +128,9 @@ class Dataset:
     items: tuple[Item, ...]
     user_ids: np.ndarray  # (n_users,) str
     interactions: Interactions
-    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> rows skipped on load (opt-in)
+    skipped: Mapping[str, int] = field(
+        default_factory=dict
+    )  # reason -> rows skipped on load (opt-in)
 
     @property
     def n_items(self) -> int:
@@ -191,9 +197,11 @@ class Dataset:
         Args:
             name: Dataset name.
             items: Catalogue; item ids must be unique.
-            events: ``(user_id, item_id, timestamp, rating, context)`` in file order; ``rating`` may be NaN.
+            events: ``(user_id, item_id, timestamp, rating, context)`` in file order; ``rating``
+            may be NaN.
             source: File name used in error messages.
-            unknown_items: ``"error"`` (default) or ``"skip"`` for events whose item is not in the catalogue.
+            unknown_items: ``"error"`` (default) or ``"skip"`` for events whose item is not in the
+            catalogue.
             skipped: Counts of rows the loader already skipped, by reason, carried into the dataset.
 
         Raises:
@@ -213,7 +221,9 @@ class Dataset:
                 if unknown_items == "skip":
                     n_unknown += 1
                     continue
-                raise DataError(f"{source}: event {n} names item {item!r}, which is not in the catalogue")
+                raise DataError(
+                    f"{source}: event {n} names item {item!r}, which is not in the catalogue"
+                )
             u_col.append(users.setdefault(user, len(users)))
             i_col.append(i)
             t_col.append(ts)
@@ -253,7 +263,8 @@ def to_implicit(ds: Dataset, min_rating: float) -> Dataset:
 def k_core(ds: Dataset, k: int) -> Dataset:
     """Iteratively drop users and items with fewer than ``k`` distinct interactions.
 
-    Indices and catalogue are kept (dropped items simply have no events), so results stay comparable.
+    Indices and catalogue are kept (dropped items simply have no events), so results stay
+    comparable.
     Deterministic: it depends only on the data.
     """
     inter = ds.interactions

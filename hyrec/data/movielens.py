@@ -1,7 +1,10 @@
-"""MovieLens loaders (GroupLens): 100K (``u.data``/``u.item``), 1M and 10M (``::`` ``.dat``), latest (CSV).
+"""MovieLens loaders (GroupLens): 100K (``u.data``/``u.item``), 1M and 10M (``::`` ``.dat``),
+latest (CSV).
 
-MovieLens has no plot text; an item's description is left empty and its genres and year go into attributes
-(the text encoder's template reads them). Tags from ``tags.dat``/``tags.csv`` become an item's ``tags``
+MovieLens has no plot text; an item's description is left empty and its genres and year go into
+attributes
+(the text encoder's template reads them). Tags from ``tags.dat``/``tags.csv`` become an item's
+``tags``
 attribute. Cite Harper & Konstan, "The MovieLens Datasets: History and Context", ACM TiiS 2015.
 """
 
@@ -12,7 +15,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .dataset import Dataset, DataError, Item
+from .dataset import DataError, Dataset, Item
 from .reader import BadLines, RowReader, parse_float, parse_int
 
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
@@ -24,36 +27,46 @@ def _year(title: str) -> int | None:
 
 
 def _events(
-    reader: RowReader, rows, user_col: int, item_col: int, rating_col: int, time_col: int
+    reader: RowReader, rows, known_items: dict[str, int]
 ) -> list[tuple[str, str, int, float, str]]:
+    """(user, item, timestamp, rating, "") from rows of [user, item, rating, timestamp] fields."""
     events = []
-    for lineno, f in rows:
-        rating = parse_float(reader, lineno, f[rating_col], "rating")
-        ts = parse_int(reader, lineno, f[time_col], "timestamp")
+    for lineno, (user, item, rating_s, ts_s) in rows:
+        rating = parse_float(reader, lineno, rating_s, "rating")
+        ts = parse_int(reader, lineno, ts_s, "timestamp")
         if rating is None or ts is None:
             continue
-        if math.isnan(rating):
-            reader.bad(lineno, "rating is NaN")
+        if not math.isfinite(rating):
+            reader.bad(lineno, "rating is not a finite number", repr(rating_s))
             continue
-        events.append((f[user_col].strip(), f[item_col].strip(), ts, rating, ""))
+        item = item.strip()
+        if item not in known_items:
+            reader.bad(lineno, "item id not in the catalogue", repr(item))
+            continue
+        events.append((user.strip(), item, ts, rating, ""))
     return events
 
 
-def _check_unique(reader: RowReader, items: list[Item], seen: dict[str, int], lineno: int) -> bool:
+def _check_unique(reader: RowReader, items: list[Item], seen: dict[str, int], lineno: int) -> None:
+    """Drop the item just appended if its id was seen before (reporting the line)."""
     item_id = items[-1].item_id
     if item_id in seen:
         items.pop()
-        reader.bad(lineno, f"duplicate item id {item_id!r} (first on line {seen[item_id]})")
-        return False
+        reader.bad(lineno, "duplicate item id", f"{item_id!r} (first on line {seen[item_id]})")
+        return
     seen[item_id] = lineno
-    return True
 
 
-def load_ml100k(directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-100k") -> Dataset:
-    """MovieLens 100K: ``u.item`` (pipe-separated, latin-1, 19 genre flags) and ``u.data`` (tab-separated)."""
+def load_ml100k(
+    directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-100k"
+) -> Dataset:
+    """MovieLens 100K: ``u.item`` (pipe-separated, latin-1, 19 genre flags) and ``u.data``
+    (tab-separated)."""
     skipped: Counter[str] = Counter()
     genre_names = _ml100k_genres(directory)
-    reader = RowReader(directory / "u.item", encoding="latin-1", on_bad_lines=on_bad_lines, skipped=skipped)
+    reader = RowReader(
+        directory / "u.item", encoding="latin-1", on_bad_lines=on_bad_lines, skipped=skipped
+    )
     items: list[Item] = []
     seen: dict[str, int] = {}
     for lineno, f in reader.split("|", 5 + len(genre_names)):
@@ -62,33 +75,58 @@ def load_ml100k(directory: Path, *, on_bad_lines: BadLines = "error", name: str 
             reader.bad(lineno, "genre flags must be 0 or 1", repr(flags))
             continue
         title = f[1].strip()
-        attrs: dict = {"genres": [g for g, x in zip(genre_names, flags) if x == "1" and g != "unknown"]}
+        attrs: dict = {
+            "genres": [
+                g for g, x in zip(genre_names, flags, strict=True) if x == "1" and g != "unknown"
+            ]
+        }
         if (year := _year(title)) is not None:
             attrs["year"] = year
         if f[2]:
             attrs["release_date"] = f[2]
         items.append(Item(f[0].strip(), title, "", attrs))
         _check_unique(reader, items, seen, lineno)
-    reader = RowReader(directory / "u.data", encoding="latin-1", on_bad_lines=on_bad_lines, skipped=skipped)
-    events = _events(reader, reader.split("\t", 4), 0, 1, 2, 3)
-    return Dataset.from_records(
-        name, items, events, source=str(directory / "u.data"),
-        unknown_items="skip" if on_bad_lines == "skip" else "error", skipped=skipped,
+    reader = RowReader(
+        directory / "u.data", encoding="latin-1", on_bad_lines=on_bad_lines, skipped=skipped
     )
+    events = _events(reader, reader.split("\t", 4), seen)
+    return Dataset.from_records(name, items, events, source=str(reader.path), skipped=skipped)
 
 
 def _ml100k_genres(directory: Path) -> list[str]:
     path = directory / "u.genre"
     if not path.exists():  # the list is fixed in the 100K release
-        return ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                "Romance", "Sci-Fi", "Thriller", "War", "Western"]
-    reader = RowReader(path, encoding="latin-1")
+        return [
+            "unknown",
+            "Action",
+            "Adventure",
+            "Animation",
+            "Children's",
+            "Comedy",
+            "Crime",
+            "Documentary",
+            "Drama",
+            "Fantasy",
+            "Film-Noir",
+            "Horror",
+            "Musical",
+            "Mystery",
+            "Romance",
+            "Sci-Fi",
+            "Thriller",
+            "War",
+            "Western",
+        ]
+    reader = RowReader(
+        path, encoding="latin-1"
+    )  # always strict: a wrong genre list shifts every flag
     pairs = [(parse_int(reader, n, f[1], "genre index"), f[0]) for n, f in reader.split("|", 2)]
     return [g for _, g in sorted(pairs)]
 
 
-def load_ml_dat(directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-1m") -> Dataset:
+def load_ml_dat(
+    directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-1m"
+) -> Dataset:
     """MovieLens 1M / 10M: ``movies.dat`` (``id::title::A|B``) and ``ratings.dat`` (``u::i::r::t``).
 
     1M is latin-1 and 10M is UTF-8; the encoding is chosen by trying UTF-8 first on the movie file.
@@ -109,12 +147,11 @@ def load_ml_dat(directory: Path, *, on_bad_lines: BadLines = "error", name: str 
     for lineno, f in reader.split("::", 3):
         items.append(_movie(f[0], f[1], f[2], tags))
         _check_unique(reader, items, seen, lineno)
-    reader = RowReader(directory / "ratings.dat", encoding=encoding, on_bad_lines=on_bad_lines, skipped=skipped)
-    events = _events(reader, reader.split("::", 4), 0, 1, 2, 3)
-    return Dataset.from_records(
-        name, items, events, source=str(directory / "ratings.dat"),
-        unknown_items="skip" if on_bad_lines == "skip" else "error", skipped=skipped,
+    reader = RowReader(
+        directory / "ratings.dat", encoding=encoding, on_bad_lines=on_bad_lines, skipped=skipped
     )
+    events = _events(reader, reader.split("::", 4), seen)
+    return Dataset.from_records(name, items, events, source=str(reader.path), skipped=skipped)
 
 
 def _tags_dat(path: Path, on_bad_lines: BadLines, skipped: Counter[str]) -> dict[str, list[str]]:
@@ -137,8 +174,11 @@ def _movie(movie_id: str, title: str, genres: str, tags: dict[str, list[str]]) -
     return Item(movie_id.strip(), title, "", attrs)
 
 
-def load_ml_csv(directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-latest-small") -> Dataset:
-    """MovieLens "latest" / 20M / 25M / 32M CSV: ``movies.csv``, ``ratings.csv``, optional ``tags.csv``."""
+def load_ml_csv(
+    directory: Path, *, on_bad_lines: BadLines = "error", name: str = "ml-latest-small"
+) -> Dataset:
+    """MovieLens "latest" / 20M / 25M / 32M CSV: ``movies.csv``, ``ratings.csv``, optional
+    ``tags.csv``."""
     skipped: Counter[str] = Counter()
     tags: dict[str, list[str]] = defaultdict(list)
     if (directory / "tags.csv").exists():
@@ -155,8 +195,5 @@ def load_ml_csv(directory: Path, *, on_bad_lines: BadLines = "error", name: str 
     reader = RowReader(directory / "ratings.csv", on_bad_lines=on_bad_lines, skipped=skipped)
     cols = ("userId", "movieId", "rating", "timestamp")
     rows = ((n, [r[c] for c in cols]) for n, r in reader.csv_dicts(cols))
-    events = _events(reader, rows, 0, 1, 2, 3)
-    return Dataset.from_records(
-        name, items, events, source=str(directory / "ratings.csv"),
-        unknown_items="skip" if on_bad_lines == "skip" else "error", skipped=skipped,
-    )
+    events = _events(reader, rows, seen)
+    return Dataset.from_records(name, items, events, source=str(reader.path), skipped=skipped)

@@ -1,7 +1,9 @@
 """Line-level reading shared by every loader: decoding, splitting and bad-line policy.
 
-Every problem is reported with the file and the 1-based line number. With ``on_bad_lines="skip"`` the
-line is dropped instead and counted under its reason, so a caller can report exactly what was skipped.
+Every problem is reported with the file and the 1-based line number. With ``on_bad_lines="skip"``
+the
+line is dropped instead and counted under its reason, so a caller can report exactly what was
+skipped.
 """
 
 from __future__ import annotations
@@ -63,24 +65,43 @@ class RowReader:
                 if line.strip():
                     yield lineno, line
 
-    def split(self, sep: str, n_fields: int, *, at_least: bool = False) -> Iterator[tuple[int, list[str]]]:
+    def split(
+        self, sep: str, n_fields: int, *, at_least: bool = False
+    ) -> Iterator[tuple[int, list[str]]]:
         """Lines split on ``sep``; a line with the wrong number of fields is a bad line."""
         for lineno, line in self.lines():
             fields = line.split(sep)
             ok = len(fields) >= n_fields if at_least else len(fields) == n_fields
             if not ok:
-                self.bad(lineno, f"expected {n_fields} fields separated by {sep!r}, got {len(fields)}")
+                self.bad(
+                    lineno, f"expected {n_fields} fields separated by {sep!r}, got {len(fields)}"
+                )
                 continue
             yield lineno, fields
 
-    def csv_dicts(self, required: tuple[str, ...], delimiter: str = ",") -> Iterator[tuple[int, dict]]:
-        """Rows of a CSV file with a header, as dicts; the header must name every ``required`` column."""
-        with self.path.open("r", encoding=self.encoding, newline="") as f:
-            try:
-                reader = csv.DictReader(f, delimiter=delimiter)
-                header = reader.fieldnames or []
-            except UnicodeDecodeError as e:
-                raise DataError(f"{self.path}: cannot decode as {self.encoding}: {e}") from e
+    def csv_dicts(
+        self, required: tuple[str, ...], delimiter: str = ","
+    ) -> Iterator[tuple[int, dict]]:
+        """Rows of a CSV file with a header, as dicts; the header must name every ``required``
+        column.
+
+        Lines are decoded one at a time, so an undecodable line is reported (or skipped) by its
+        number.
+        """
+        lineno = 0
+
+        def decoded(f) -> Iterator[str]:
+            nonlocal lineno
+            for lineno, raw in enumerate(f, start=1):  # noqa: B007 - read by the reader below
+                try:
+                    yield raw.decode(self.encoding)
+                except UnicodeDecodeError as e:
+                    self.bad(lineno, f"cannot decode as {self.encoding}", str(e))
+                    yield "\n"  # the csv reader skips blank rows, so numbering stays right
+
+        with self.path.open("rb") as f:
+            reader = csv.DictReader(decoded(f), delimiter=delimiter)
+            header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
             if missing:
                 raise DataError(f"{self.path}: missing column(s) {missing}; header is {header}")
@@ -89,15 +110,13 @@ class RowReader:
                     row = next(reader)
                 except StopIteration:
                     return
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{self.path}:{reader.line_num}: cannot decode as {self.encoding}: {e}") from e
                 except csv.Error as e:
-                    self.bad(reader.line_num, "malformed CSV", str(e))
+                    self.bad(lineno, "malformed CSV", str(e))
                     continue
                 if None in row or any(row.get(c) is None for c in header):
-                    self.bad(reader.line_num, f"expected {len(header)} columns")
+                    self.bad(lineno, f"expected {len(header)} columns")
                     continue
-                yield reader.line_num, row
+                yield lineno, row
 
     def jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Objects of a JSON-lines file; a line that is not a JSON object is a bad line."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import platformdirs
 
 from .atomic import load_atomic
-from .dataset import Dataset, DataError
+from .dataset import DataError, Dataset
 from .generic import load_generic
 from .movielens import load_ml100k, load_ml_csv, load_ml_dat
 from .reader import BadLines
@@ -62,7 +62,8 @@ def detect_format(directory: Path) -> Loader:
         return load_generic
     files = sorted(p.name for p in directory.iterdir())[:10] if directory.is_dir() else []
     raise DataError(
-        f"{directory}: no known dataset format (looked for u.data, ratings.dat, ratings.csv + movies.csv, "
+        f"{directory}: no known dataset format (looked for u.data, ratings.dat, "
+        "ratings.csv + movies.csv, "
         f"*.inter, events.csv/events.jsonl); found {files or 'nothing'}"
     )
 
@@ -71,7 +72,9 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("hyrec")) / "datasets"
 
 
-def resolve_data_dir(name: str, data_dir: str | Path | None = None, *, download: bool = True) -> Path:
+def resolve_data_dir(
+    name: str, data_dir: str | Path | None = None, *, download: bool = True
+) -> Path:
     """The folder holding ``name``'s files, downloading into the cache when it is nowhere local."""
     if data_dir is not None:
         path = Path(data_dir).expanduser()
@@ -95,8 +98,10 @@ def _how_to_supply(name: str, looked: list[Path], error: Exception | None = None
     src = f" from {DOWNLOADS[name][0]}" if name in DOWNLOADS else ""
     why = f" (download failed: {error})" if error else ""
     return (
-        f"dataset {name!r} not found{why}. Looked in: {where}. Download it{src} and unpack it, then either "
-        f"pass --data-dir <folder holding its files> or set HYREC_DATA_DIR to a folder containing {name}/."
+        f"dataset {name!r} not found{why}. Looked in: {where}. "
+        f"Download it{src} and unpack it, then either "
+        "pass --data-dir <folder holding its files> "
+        f"or set HYREC_DATA_DIR to a folder containing {name}/."
     )
 
 
@@ -113,20 +118,28 @@ def _download(name: str, dest: Path) -> Path:
                 z.extractall(tmp)
         except (OSError, zipfile.BadZipFile) as e:
             raise DataUnavailableError(_how_to_supply(name, [dest], e)) from e
+        if dest.is_dir() and not any(dest.iterdir()):  # left empty by an interrupted run
+            dest.rmdir()
         shutil.move(str(Path(tmp) / inner), dest)
     return dest
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, *, on_bad_lines: BadLines = "error", download: bool = True
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    on_bad_lines: BadLines = "error",
+    download: bool = True,
 ) -> Dataset:
     """Load a dataset by name from the first place that has it (see the module docstring).
 
     Args:
-        name: ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-latest-small``, ``ml-latest``, or the folder name of
+        name: ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-latest-small``, ``ml-latest``, or the folder
+        name of
             an atomic (UniSRec/RecBole) or generic CSV/JSONL dataset.
         data_dir: The dataset's own folder; overrides every other place.
-        on_bad_lines: ``"error"`` (default) stops at the first malformed line; ``"skip"`` drops such lines
+        on_bad_lines: ``"error"`` (default) stops at the first malformed line; ``"skip"`` drops
+        such lines
             and counts them in ``Dataset.skipped``.
         download: Allow a download from the official source when no local copy exists.
     """

@@ -1,11 +1,13 @@
 """Evaluation splits and the history/target views every scorer and metric consumes.
 
-* :func:`leave_one_out` — per user, by time: last event = test, second-last = validation, the rest = train.
+* :func:`leave_one_out` — per user, by time: last event = test, second-last = validation, the rest
+= train.
   Ties in time are broken by file order (a stable sort), as RecBole's ``order: TO`` does.
 * :func:`temporal_split` — one global cut in time: the latest events are test, the ones before them
   validation, the rest train (users may appear only in the later parts: cold-start users).
 
-A :class:`History` is "these users, and what each did so far" (a binary matrix and time-ordered sequences);
+A :class:`History` is "these users, and what each did so far" (a binary matrix and time-ordered
+sequences);
 an :class:`EvalTask` pairs a history with the held-out targets to rank, over the full catalogue.
 """
 
@@ -43,7 +45,9 @@ class History:
         """(B, n_items) binary CSR of the items in each history."""
         rows = np.repeat(np.arange(len(self)), [len(s) for s in self.sequences])
         cols = np.concatenate(self.sequences) if self.sequences else np.zeros(0, np.int64)
-        m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(self), self.n_items))
+        m = sp.csr_matrix(
+            (np.ones(len(cols), np.float32), (rows, cols)), shape=(len(self), self.n_items)
+        )
         m.sum_duplicates()
         m.data[:] = 1.0
         return m
@@ -57,7 +61,8 @@ class History:
     def from_interactions(
         cls, inter: Interactions, users: np.ndarray, n_items: int, *, n_users: int | None = None
     ) -> History:
-        """Histories of ``users`` (internal indices) from ``inter``, ordered by time then file order."""
+        """Histories of ``users`` (internal indices) from ``inter``, ordered by time then file
+        order."""
         order = inter.chronological_order()
         u_sorted = inter.user[order]
         i_sorted = inter.item[order]
@@ -80,7 +85,8 @@ class History:
 class EvalTask:
     """Rank the full catalogue for ``history.users``; ``targets`` are the held-out items.
 
-    The items in each history are excluded from ranking (a user is never recommended what they already
+    The items in each history are excluded from ranking (a user is never recommended what they
+    already
     interacted with in the observed past).
     """
 
@@ -114,7 +120,8 @@ class Split:
     def task(self, stage: str) -> EvalTask:
         """The evaluation task for ``stage`` ("valid" or "test").
 
-        Validation ranks against the training history; test ranks against training + validation history,
+        Validation ranks against the training history; test ranks against training + validation
+        history,
         so a sequential model sees the validation event as the most recent one, as at serving time.
         """
         if stage == "valid":
@@ -158,10 +165,14 @@ def leave_one_out(ds: Dataset) -> Split:
 
 
 def temporal_split(ds: Dataset, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
-    """One global cut by time: the last ``test_fraction`` of events (by time, then file order) are test,
-    the ``valid_fraction`` before them validation. Validation and test keep only the first event of each
+    """One global cut by time: the last ``test_fraction`` of events (by time, then file order) are
+    test,
+    the ``valid_fraction`` before them validation. Validation and test keep only the first event of
+    each
     user in that period that the user had not interacted with before (the next-item task)."""
-    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+    if not (
+        0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1
+    ):
         raise ValueError("fractions must be in (0, 1) and sum to less than 1")
     inter = ds.interactions
     order = np.lexsort((np.arange(len(inter)), inter.timestamp))
@@ -184,7 +195,10 @@ def temporal_split(ds: Dataset, valid_fraction: float = 0.1, test_fraction: floa
             seen.add((u, it))
         parts.append(inter.take(np.sort(np.asarray(keep, dtype=np.int64))))
     return Split(
-        ds, train, parts[0], parts[1],
+        ds,
+        train,
+        parts[0],
+        parts[1],
         valid_observed=inter.take(role == 1),
         protocol={
             "split": "temporal",
