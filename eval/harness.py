@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from encoders.base import FitData, Scorer
 from encoders.collaborative import ALS, BPR, ItemKNN, MostPopular
+from encoders.text import SemanticScorer, TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Split, leave_one_out, load_dataset, temporal_split, to_implicit
 from hyrec.metrics import evaluate
 
@@ -33,7 +34,10 @@ MODELS: dict[str, Callable[[], Scorer]] = {
     "itemknn": ItemKNN,
     "als": ALS,
     "bpr": BPR,
+    "semantic": SemanticScorer,
 }
+#: Models that read item text embeddings (FitData.item_embeddings).
+TEXT_MODELS = {"semantic"}
 
 REPORT_COLUMNS = (
     "ndcg@10",
@@ -60,6 +64,9 @@ class EvalConfig:
     users: int | None = None  # evaluate a seeded sample of this many users (None: all)
     seed: int = 0
     ks: tuple[int, ...] = (10, 20)
+    text_model: str | None = (
+        "minilm"  # item text encoder (ILD + text models); None: attributes only
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,14 +108,28 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
     unknown = [m for m in config.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    needs_text = sorted(TEXT_MODELS.intersection(config.models))
+    if needs_text and config.text_model is None:
+        raise ValueError(f"model(s) {needs_text} read item text: give a text model")
     ds = load_dataset(config.dataset, config.data_dir)
     split = make_split(ds, config)
-    data = FitData(ds, split.train, split.task("valid"))
+    embeddings, encoder_info = None, None
+    if config.text_model is not None:
+        encoder = TextEncoder(TextEncoderConfig(model=config.text_model))
+        t0 = time.perf_counter()
+        embeddings = encoder.encode_items(ds.items)
+        encoder_info = {
+            "model": encoder.model_id,
+            "embedded": encoder.last_encoded,
+            "from_cache": len(ds.items) - encoder.last_encoded,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    data = FitData(ds, split.train, split.task("valid"), item_embeddings=embeddings)
     test = split.task("test")
     rows = sample_users(len(test), config.users, config.seed)
     if rows is not None:
         test = test.subset(rows)
-    vectors = attribute_vectors(ds)
+    vectors = embeddings if embeddings is not None else attribute_vectors(ds)
     results: dict[str, Any] = {}
     for name in tqdm(config.models, desc="models", unit="model"):
         model = MODELS[name]()
@@ -141,12 +162,13 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
             if config.min_rating is None
             else f"rating >= {config.min_rating}",
             "users": "all" if rows is None else f"seeded sample of {len(rows)}",
-            "ild_vectors": "item attribute multi-hot",
+            "ild_vectors": "item text embeddings" if embeddings is not None else "item attributes",
             "ks": list(config.ks),
         },
         "dataset": ds.fingerprint(),
         "seed": config.seed,
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
+        "text_encoder": encoder_info,
         "models": results,
     }
     if out is not None:

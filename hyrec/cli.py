@@ -52,6 +52,13 @@ def eval_command(
     ] = None,
     users: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N users.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for user sampling.")] = 0,
+    text_model: Annotated[
+        str,
+        typer.Option(
+            help="Item text encoder: 'minilm' (packaged), a sentence-transformers name or "
+            "path, or 'none' (ILD then uses item attributes)."
+        ),
+    ] = "minilm",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Fit and evaluate models with full-catalogue ranking; write metrics.json and report.md."""
@@ -68,6 +75,7 @@ def eval_command(
         min_rating=min_rating,
         users=users,
         seed=seed,
+        text_model=None if text_model.lower() == "none" else text_model,
     )
     try:
         report = run_eval(config, out)

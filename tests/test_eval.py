@@ -54,6 +54,8 @@ def test_cli_eval_writes_metrics_and_report(tmp_path):
             "pop,itemknn",
             "--out",
             str(out),
+            "--text-model",
+            "none",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -89,19 +91,27 @@ def test_cli_eval_rejects_unknown_model_and_bad_user_count(tmp_path):
         app, ["eval", "--data-dir", str(folder), "--users", "0", "--out", str(tmp_path)]
     )
     assert bad.exit_code == 2 and "--users" in bad.output
+    bad = runner.invoke(
+        app, ["eval", "--data-dir", str(folder), "--models", "semantic", "--text-model", "none"]
+    )
+    assert bad.exit_code == 2 and "read item text" in bad.output
 
 
 def test_user_sample_is_seeded(tmp_path):
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
     runs = [
-        run_eval(EvalConfig(models=("pop",), data_dir=str(folder), users=7, seed=3))
+        run_eval(
+            EvalConfig(models=("pop",), data_dir=str(folder), users=7, text_model=None, seed=3)
+        )
         for _ in range(2)
     ]
     metrics = [
         {k: v for k, v in r["models"]["pop"].items() if not k.endswith("_seconds")} for r in runs
     ]
     assert metrics[0]["users"] == 7 and metrics[0] == metrics[1]
-    other = run_eval(EvalConfig(models=("pop",), data_dir=str(folder), users=7, seed=4))
+    other = run_eval(
+        EvalConfig(models=("pop",), data_dir=str(folder), users=7, text_model=None, seed=4)
+    )
     assert other["protocol"]["users"] == "seeded sample of 7"
 
 
@@ -119,7 +129,9 @@ def test_ml100k_protocol_matches_recbole(ml100k_dir):
     assert np.mean([r["ndcg@10"] for r in runs]) == pytest.approx(RECBOLE_NDCG10["Pop"], abs=0.003)
     assert np.mean([r["hr@10"] for r in runs]) == pytest.approx(RECBOLE_POP_HR10, abs=0.005)
 
-    report = run_eval(EvalConfig(models=("itemknn", "bpr"), data_dir=str(ml100k_dir)))
+    report = run_eval(EvalConfig(models=("itemknn", "bpr", "semantic"), data_dir=str(ml100k_dir)))
     assert report["models"]["itemknn"]["ndcg@10"] >= 0.85 * RECBOLE_NDCG10["ItemKNN"]
     assert report["models"]["bpr"]["ndcg@10"] >= 0.85 * RECBOLE_NDCG10["BPR"]
     assert report["dataset"]["n_interactions"] == 100_000
+    assert report["protocol"]["ild_vectors"] == "item text embeddings"
+    assert 0 < report["models"]["semantic"]["ild@10"] < 1
