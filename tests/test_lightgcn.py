@@ -1,0 +1,125 @@
+"""LightGCN on a two-block checkerboard whose right answer is known: each user's held-out item lies
+in their own block, so it must outrank the other block's items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from encoders.base import FitData, NotFittedError, Scorer
+from encoders.lightgcn import LightGCN, LightGCNConfig, _SymmetricSpMM, normalized_adjacency
+from hyrec.data import Dataset, History, Item, leave_one_out
+
+N_USERS, BLOCK, PER_USER = 24, 12, 8  # users alternate between two blocks of BLOCK items each
+CONFIG = LightGCNConfig(dim=16, lr=0.05, batch_size=64, max_epochs=40, eval_every=5, patience=4)
+
+
+def block_of(item: int) -> int:
+    return item // BLOCK
+
+
+def user_block(split, user: int) -> int:
+    return int(split.dataset.user_ids[user][1:]) % 2  # user "u7" is in block 7 % 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def split():
+    rng = np.random.default_rng(0)
+    items = [Item(str(i), f"item {i}") for i in range(2 * BLOCK)]
+    events = []
+    for u in range(N_USERS):
+        block = u % 2
+        chosen = rng.choice(BLOCK, PER_USER, replace=False) + block * BLOCK
+        events += [(f"u{u}", str(i), t, 1.0, "") for t, i in enumerate(chosen)]
+    return leave_one_out(Dataset.from_records("checkerboard", items, events))
+
+
+@pytest.fixture(scope="module")
+def data(split):
+    return FitData(split.dataset, split.train, split.task("valid"))
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return LightGCN(CONFIG).fit(data)
+
+
+def test_held_out_item_beats_other_block(model, split):
+    task = split.task("test")
+    scores = model.score(task.history)  # (24, 24)
+    wins = 0
+    for row, user in enumerate(task.history.users):
+        target = task.targets[row].indices[0]
+        other = np.arange(2 * BLOCK)[[block_of(i) != block_of(target) for i in range(2 * BLOCK)]]
+        wins += scores[row, target] > scores[row, other].max()
+        assert block_of(target) == user_block(split, user)
+    assert wins >= 0.9 * len(task)
+
+
+def test_save_load_round_trip(model, split, tmp_path):
+    model.save(tmp_path)
+    loaded = LightGCN.load(tmp_path)
+    assert isinstance(loaded, Scorer) and (tmp_path / "model.safetensors").is_file()
+    assert loaded.config == model.config and loaded.best_epoch == model.best_epoch
+    history = split.task("test").history
+    cold = History.of_items([0, 1, 2], 2 * BLOCK)
+    np.testing.assert_array_equal(loaded.score(history), model.score(history))
+    np.testing.assert_array_equal(loaded.score(cold), model.score(cold))
+
+
+@pytest.mark.parametrize("user", [-1, N_USERS + 5])
+def test_unknown_user_folds_in_from_history(model, user):
+    history = History.of_items([0, 1, 2, 3], 2 * BLOCK, user=user)  # block-0 items
+    scores = model.score(history)[0]
+    assert scores.shape == (2 * BLOCK,) and np.isfinite(scores).all()
+    assert scores[4:BLOCK].mean() > scores[BLOCK:].max()
+
+
+def test_empty_history_scores_zero(model):
+    history = History(np.array([-1]), (np.zeros(0, np.int32),), 2 * BLOCK)
+    np.testing.assert_array_equal(model.score(history), np.zeros((1, 2 * BLOCK), np.float32))
+
+
+def test_same_seed_same_scores(model, data, split):
+    history = split.task("test").history
+    again = LightGCN(CONFIG).fit(data)
+    np.testing.assert_array_equal(again.score(history), model.score(history))
+    other = LightGCN(LightGCNConfig(**{**CONFIG.__dict__, "seed": 1})).fit(data)
+    assert not np.array_equal(other.score(history), model.score(history))
+
+
+def test_fits_without_validation(split):
+    data = FitData(split.dataset, split.train)
+    model = LightGCN(LightGCNConfig(dim=8, max_epochs=3)).fit(data)
+    assert model.best_epoch == 3 and model.user_embeddings.shape == (N_USERS, 8)
+
+
+def test_adjacency_and_its_gradient_match_dense_reference():
+    r = np.array([[1, 0, 1], [0, 1, 1]], np.float32)  # 2 users × 3 items
+    a = np.block([[np.zeros((2, 2)), r], [r.T, np.zeros((3, 3))]]).astype(np.float32)
+    d = a.sum(axis=1) ** -0.5
+    dense = torch.from_numpy(d[:, None] * a * d[None, :])
+    adj = normalized_adjacency(sp.csr_matrix(r))
+    torch.testing.assert_close(adj.to_dense(), dense)
+    x = torch.randn(5, 4, requires_grad=True)
+    weights = torch.randn(5, 4)
+    (_SymmetricSpMM.apply(adj, x) * weights).sum().backward()
+    expected = torch.autograd.grad((dense @ x * weights).sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_score_before_fit_raises(tmp_path):
+    with pytest.raises(NotFittedError):
+        LightGCN().score(History.of_items([0], 3))
+    with pytest.raises(NotFittedError):
+        LightGCN().save(tmp_path)
