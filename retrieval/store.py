@@ -1,0 +1,545 @@
+"""The item store: catalogue vectors and metadata in a Chroma collection, nearest-neighbour search.
+
+:class:`ItemStore` keeps one record per catalogue :class:`~hyrec.data.Item` in a cosine-space
+Chroma collection (HNSW index, Malkov & Yashunin, "Efficient and robust approximate nearest
+neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018), either embedded on
+disk (``chromadb.PersistentClient``) or on a running Chroma server (``chromadb.HttpClient``).
+Embeddings are always passed in: the collection has no embedding function, because Chroma's
+default one downloads a model and fails offline.
+
+Each record holds the item's vector and this metadata (nothing else, no document text):
+
+* ``title`` (str) — :attr:`Item.title`;
+* ``year`` (int) — ``attributes["year"]``, only when it is an integer (or a string of digits);
+* ``genres`` (list of str) — ``attributes["genres"]``, only when non-empty (Chroma rejects empty
+  lists); likewise every other attribute whose value is a non-empty list of strings (``tags``,
+  ``categories``) under its own key;
+* every scalar attribute (str, int, float, bool; e.g. ``category``, ``brand``) under its own key,
+  except keys that start with ``#`` or ``$`` (reserved by Chroma) or clash with the keys here;
+* ``content_hash`` (str) — sha256 of the item's title, description and attributes;
+* ``vector_hash`` (str) — sha256 of the float32 vector's bytes.
+
+:meth:`ItemStore.sync` compares both hashes with the stored ones to skip unchanged items. Given
+vectors, a record changes when its item or its vector changed (so a new model or template, which
+changes every vector, rewrites every record). Given an :class:`ItemEmbedder`, only items whose
+content changed are embedded and written: after changing the embedder's model or template, sync
+once with precomputed vectors (or into a new collection).
+
+Filter with :class:`Filter` (``genres_any``, ``genres_none``, ``year_min``, ``year_max``,
+``exclude_ids``); genre names match exactly (case-sensitive) and unknown ones match nothing.
+Chroma's ``where`` syntax on these keys works too, through :meth:`Filter.to_where` or the raw
+collection (:attr:`ItemStore.collection`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hyrec.data import Item
+
+log = logging.getLogger(__name__)
+
+HASH_KEY = "content_hash"
+VECTOR_KEY = "vector_hash"
+RESERVED_KEYS = frozenset({"title", "year", "genres", HASH_KEY, VECTOR_KEY})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")  # Chroma's collection rule
+_MISSING_SHOWN = 10  # ids named in a KeyError before "and N more"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the collection lives: exactly one of ``path`` (embedded) or ``host`` (server)."""
+
+    path: Path | None = None  # PersistentClient folder, normally <model_dir>/chroma
+    host: str | None = None  # a running Chroma server instead (HttpClient)
+    port: int = 8000  # Chroma server's default port
+    ssl: bool = False
+    headers: Mapping[str, str] | None = None  # e.g. an auth header for the server
+    collection: str = "hyrec-items"
+    # HNSW: Chroma's defaults (100, 100, 16) found only 46% of the true top-100 on 10k random
+    # 384-d vectors; these find 98% at about the same latency (eval/results/store_latency.md).
+    # The last two are fixed when the collection is created; ef_search may change later.
+    ef_search: int = 400  # candidates kept while searching (hnswlib raises it to n if smaller)
+    ef_construction: int = 200  # candidates kept while inserting
+    max_neighbors: int = 32  # graph links per node (HNSW's M)
+    batch_size: int = 1000  # records per write; capped by the client's max batch size
+    show_progress: bool = True  # progress bar when a write spans several batches
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.host is None):
+            raise ValueError("StoreConfig needs exactly one of path= (embedded) or host= (server)")
+        if not _NAME.match(self.collection) or ".." in self.collection:
+            raise ValueError(
+                f"collection name {self.collection!r} is not valid in Chroma: use 3-512 characters "
+                "from letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
+            )
+        for name in ("ef_search", "ef_construction", "max_neighbors", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which items a query may return; every field left at its default constrains nothing.
+
+    Attributes:
+        genres_any: Keep items with at least one of these genres.
+        genres_none: Drop items with any of these genres (items without genres are kept).
+        year_min: Keep items whose year is at least this (items without a year are dropped).
+        year_max: Keep items whose year is at most this (items without a year are dropped).
+        exclude_ids: Never return these ids (applied by :meth:`ItemStore.query` after the search,
+            not in the ``where`` clause, which would make Chroma filter instead of search).
+    """
+
+    genres_any: tuple[str, ...] = ()
+    genres_none: tuple[str, ...] = ()
+    year_min: int | None = None
+    year_max: int | None = None
+    exclude_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("genres_any", "genres_none", "exclude_ids"):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, str) else tuple(value)
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(f"Filter.{name} must hold strings, got {value!r}")
+            object.__setattr__(self, name, value)
+        low, high = self.year_min, self.year_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"Filter.year_min {self.year_min} is after year_max {self.year_max}")
+
+    def to_where(self) -> dict[str, Any] | None:
+        """The Chroma ``where`` dict for the genre and year constraints, or None if there are none.
+
+        >>> Filter(genres_any=("Comedy",), year_min=1990).to_where()
+        {'$and': [{'genres': {'$contains': 'Comedy'}}, {'year': {'$gte': 1990}}]}
+        """
+        clauses: list[dict[str, Any]] = []
+        any_of = [{"genres": {"$contains": g}} for g in dict.fromkeys(self.genres_any)]
+        if any_of:
+            clauses.append(any_of[0] if len(any_of) == 1 else {"$or": any_of})
+        clauses += [{"genres": {"$not_contains": g}} for g in dict.fromkeys(self.genres_none)]
+        if self.year_min is not None:
+            clauses.append({"year": {"$gte": int(self.year_min)}})
+        if self.year_max is not None:
+            clauses.append({"year": {"$lte": int(self.year_max)}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :meth:`ItemStore.sync` changed."""
+
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+
+@runtime_checkable
+class ItemEmbedder(Protocol):
+    """What the store needs to embed items itself (:class:`encoders.text.TextEncoder` is one)."""
+
+    def encode_items(self, items: Sequence[Item]) -> np.ndarray: ...
+
+
+Embeddings = np.ndarray | ItemEmbedder
+
+
+def item_metadata(item: Item) -> dict[str, Any]:
+    """The Chroma metadata stored for ``item``, without the two hashes (see the module doc)."""
+    meta: dict[str, Any] = {"title": str(item.title)}
+    attrs = item.attributes
+    year = _as_year(attrs.get("year"))
+    if year is not None:
+        meta["year"] = year
+    genres = _as_strings(attrs.get("genres"))
+    if genres:
+        meta["genres"] = genres
+    for key, value in attrs.items():
+        if key in RESERVED_KEYS or not key or key[0] in "#$":
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if isinstance(value, str | int | float | bool):
+            meta[key] = value
+        elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            meta[key] = list(dict.fromkeys(value))
+    return meta
+
+
+def _as_year(value: Any) -> int | None:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _as_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return []
+    return list(dict.fromkeys(str(v) for v in value if str(v)))
+
+
+def content_hash(item: Item) -> str:
+    """sha256 over everything the stored metadata and the embedded text are made from."""
+    payload = json.dumps(
+        [item.title, item.description, dict(item.attributes)],
+        sort_keys=True, ensure_ascii=False, default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def vector_hash(vector: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
+
+
+@dataclass
+class _Records:
+    """Validated records, ready to write."""
+
+    ids: list[str]
+    metadatas: list[dict[str, Any]]
+    vectors: np.ndarray | None  # (n, d) float32; None until an embedder has run
+    items: list[Item]
+
+    def take(self, positions: list[int]) -> _Records:
+        return _Records(
+            [self.ids[p] for p in positions],
+            [self.metadatas[p] for p in positions],
+            None if self.vectors is None else self.vectors[positions],
+            [self.items[p] for p in positions],
+        )
+
+
+class ItemStore:
+    """Catalogue vectors and metadata in one cosine-space Chroma collection.
+
+    Args:
+        config: Where the collection lives (:class:`StoreConfig`).
+
+    Writes (:meth:`sync`, :meth:`upsert`, :meth:`delete`) validate every input before the first
+    write, so a ValueError leaves the store as it was. A write that fails inside Chroma midway can
+    leave some batches written; :meth:`sync` is idempotent, so run it again.
+    """
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        chromadb = _import_chromadb()
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)  # telemetry would reach for the network
+        if config.path is not None:
+            Path(config.path).mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(config.path), settings=settings)
+        else:
+            self.client = chromadb.HttpClient(
+                host=config.host, port=config.port, ssl=config.ssl,
+                headers=dict(config.headers or {}), settings=settings,
+            )
+        hnsw = {
+            "space": "cosine",
+            "ef_search": config.ef_search,
+            "ef_construction": config.ef_construction,
+            "max_neighbors": config.max_neighbors,
+        }
+        self.collection = self.client.get_or_create_collection(
+            config.collection,
+            configuration={"hnsw": hnsw},
+            embedding_function=None,  # never embed in Chroma: its default model needs a download
+        )
+        self._check_index(hnsw)
+        self.batch_size = min(config.batch_size, self.client.get_max_batch_size())
+        self._dim: int | None = None
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def sync(self, items: Sequence[Item], embeddings: Embeddings) -> SyncReport:
+        """Make the store hold exactly ``items``, writing only what changed.
+
+        Args:
+            items: The whole catalogue (unique ids).
+            embeddings: (n, d) vectors aligned with ``items``; or an :class:`ItemEmbedder`, which
+                is then asked to embed only the new and changed items.
+
+        Returns:
+            Counts of added, updated, deleted and unchanged items.
+
+        Raises:
+            ValueError: duplicate ids, a length mismatch, a non-finite or zero vector, or a
+                dimension other than the stored vectors'; nothing is written then.
+        """
+        records = self._records(items, embeddings, embed=False)
+        stored = self._stored_hashes()
+        given = records.vectors is not None  # vectors given: a new vector is a change too
+        new, changed, unchanged = [], [], 0
+        for pos, meta in enumerate(records.metadatas):
+            old = stored.get(records.ids[pos])
+            if old is None:
+                new.append(pos)
+            elif old[0] != meta[HASH_KEY] or (given and old[1] != meta[VECTOR_KEY]):
+                changed.append(pos)
+            else:
+                unchanged += 1
+        catalogue = set(records.ids)
+        gone = [item_id for item_id in stored if item_id not in catalogue]
+        write = new + changed
+        if records.vectors is None:  # an embedder: embed only what will be written
+            records = self._records([records.items[p] for p in write], embeddings, embed=True)
+        else:
+            records = records.take(write)
+        if write:
+            self._write(records.ids, records.metadatas, records.vectors)
+        self._delete(gone)
+        report = SyncReport(len(new), len(changed), len(gone), unchanged)
+        log.info("synced %s: %s", self.config.collection, report)
+        return report
+
+    def upsert(self, items: Sequence[Item], embeddings: Embeddings) -> None:
+        """Add or replace ``items`` (vectors aligned with them, or an :class:`ItemEmbedder`).
+
+        Raises:
+            ValueError: as :meth:`sync`; nothing is written then.
+        """
+        records = self._records(items, embeddings, embed=True)
+        if records.ids:
+            self._write(records.ids, records.metadatas, records.vectors)
+
+    def delete(self, item_ids: Collection[str]) -> int:
+        """Remove ``item_ids``; ids not in the store are ignored. Returns how many were removed."""
+        ids = list(dict.fromkeys(_check_ids(item_ids)))
+        present = []
+        for chunk in _chunks(ids, self.batch_size):
+            present += self.collection.get(ids=chunk, include=[])["ids"]
+        self._delete(present)
+        return len(present)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def query(
+        self,
+        vectors: np.ndarray,
+        n: int,
+        *,
+        where: Filter | None = None,
+        exclude_ids: Collection[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        """The ``n`` nearest items to each query vector, most similar first.
+
+        Args:
+            vectors: (m, d) query vectors (a single (d,) vector is treated as m = 1).
+            n: Results per query; fewer when fewer items pass the filter.
+            where: Genre/year constraints and ids to leave out.
+            exclude_ids: More ids to leave out (e.g. the user's history); the search over-fetches
+                so that ``n`` results still come back when the store has enough items.
+
+        Returns:
+            Per query vector, ``(item_id, cosine similarity)`` pairs, similarity descending.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        queries = self._check_vectors(np.atleast_2d(vectors), what="query vectors")
+        excluded = set(exclude_ids) | set(where.exclude_ids if where else ())
+        clause = where.to_where() if where else None
+        out: list[list[tuple[str, float]]] = []
+        for rows in _slices(len(queries), self.batch_size):
+            result = self.collection.query(
+                query_embeddings=queries[rows],
+                n_results=n + len(excluded),  # Chroma returns fewer when the store holds fewer
+                where=clause,
+                include=["distances"],  # no metadata or vectors back: about 2.5x faster
+            )
+            for ids, dists in zip(result["ids"], result["distances"], strict=True):
+                hits = [
+                    (i, float(np.clip(1.0 - d, -1.0, 1.0)))
+                    for i, d in zip(ids, dists, strict=True)
+                    if i not in excluded
+                ]
+                out.append(hits[:n])
+        return out
+
+    def get_embeddings(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(len(item_ids), d) float32 stored vectors, in the order of ``item_ids``.
+
+        Raises:
+            KeyError: some ids are not in the store (the message names them).
+        """
+        ids = _check_ids(item_ids)
+        found: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), self.batch_size):
+            got = self.collection.get(ids=chunk, include=["embeddings"])
+            found.update(zip(got["ids"], got["embeddings"], strict=True))
+        missing = [i for i in dict.fromkeys(ids) if i not in found]
+        if missing:
+            raise KeyError(f"{len(missing)} item id(s) not in the store: {_preview(missing)}")
+        if not ids:
+            return np.zeros((0, self.dimension() or 0), dtype=np.float32)
+        return np.stack([np.asarray(found[i], dtype=np.float32) for i in ids])
+
+    def count(self) -> int:
+        """Number of items stored."""
+        return self.collection.count()
+
+    def ids(self) -> list[str]:
+        """Every stored item id (in Chroma's order)."""
+        return [item_id for item_id, _ in self._pages(include=[])]
+
+    def dimension(self) -> int | None:
+        """Dimension of the stored vectors, or None while the store is empty."""
+        if self._dim is None:  # Chroma fixes a collection's dimension at its first write
+            got = self.collection.get(limit=1, include=["embeddings"])
+            self._dim = len(got["embeddings"][0]) if got["ids"] else None
+        return self._dim
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _check_index(self, wanted: Mapping[str, Any]) -> None:
+        """Refuse a non-cosine collection; carry a new ``ef_search`` over to an existing one."""
+        name = self.config.collection
+        stored = (self.collection.configuration_json or {}).get("hnsw") or {}
+        if stored.get("space", "cosine") != "cosine":
+            raise ValueError(
+                f"collection {name!r} exists with distance {stored['space']!r}, not cosine; "
+                "delete it or choose another StoreConfig.collection"
+            )
+        fixed = {k: stored.get(k) for k in ("ef_construction", "max_neighbors")}
+        if any(stored.get(k) not in (None, wanted[k]) for k in fixed):
+            log.info("collection %r keeps the HNSW settings it was built with: %s", name, fixed)
+        if stored.get("ef_search") not in (None, wanted["ef_search"]):
+            # Chroma applies it when the collection is next loaded (e.g. in a new process)
+            with warnings.catch_warnings():  # Chroma warns about its own no-function config
+                warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
+                self.collection.modify(configuration={"hnsw": {"ef_search": wanted["ef_search"]}})
+            log.info("collection %r: ef_search set to %d", name, wanted["ef_search"])
+
+    def _records(self, items: Sequence[Item], embeddings: Embeddings, *, embed: bool) -> _Records:
+        """Validate ``items`` and their vectors (running an embedder only when ``embed``)."""
+        items = list(items)
+        ids = _check_ids([it.item_id for it in items])
+        dupes = [item_id for item_id, k in Counter(ids).items() if k > 1]
+        if dupes:
+            raise ValueError(f"duplicate item ids: {_preview(dupes)}")
+        metadatas = [{**item_metadata(it), HASH_KEY: content_hash(it)} for it in items]
+        if isinstance(embeddings, ItemEmbedder):
+            if not embed:
+                return _Records(ids, metadatas, None, items)
+            embeddings = embeddings.encode_items(items) if items else np.zeros((0, 0), np.float32)
+        vectors = self._check_vectors(embeddings, n=len(items))
+        for meta, vec in zip(metadatas, vectors, strict=True):
+            meta[VECTOR_KEY] = vector_hash(vec)
+        return _Records(ids, metadatas, vectors, items)
+
+    def _check_vectors(
+        self, vectors: np.ndarray, *, n: int | None = None, what: str = "embeddings"
+    ) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if n == 0 and vectors.size == 0:
+            return vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
+        if vectors.ndim != 2 or vectors.shape[1] == 0:
+            raise ValueError(f"{what} must be a 2-D (n, dim) array, got shape {vectors.shape}")
+        if n is not None and len(vectors) != n:
+            raise ValueError(f"{what}: got {len(vectors)} rows for {n} items")
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(bad):
+            raise ValueError(f"{what}: rows {_preview(bad.tolist())} hold NaN or infinite values")
+        zero = np.flatnonzero(~(np.abs(vectors) > 0).any(axis=1))
+        if len(zero):
+            raise ValueError(f"{what}: rows {_preview(zero.tolist())} are all zero (no cosine)")
+        dim = self.dimension()
+        if dim is not None and vectors.shape[1] != dim:
+            raise ValueError(
+                f"{what} have dimension {vectors.shape[1]} but the store holds {dim}-d vectors; "
+                "use the same encoder, or a new StoreConfig.collection for a new model"
+            )
+        return vectors
+
+    def _stored_hashes(self) -> dict[str, tuple[str | None, str | None]]:
+        """Item id -> (content hash, vector hash) of every stored record, read page by page."""
+        return {
+            i: ((meta or {}).get(HASH_KEY), (meta or {}).get(VECTOR_KEY))
+            for i, meta in self._pages(include=["metadatas"])
+        }
+
+    def _pages(self, include: list[str]) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, limit=self.batch_size, offset=offset)
+            metas = got.get("metadatas") or [None] * len(got["ids"])
+            yield from zip(got["ids"], metas, strict=True)
+            if len(got["ids"]) < self.batch_size:
+                return
+            offset += self.batch_size
+
+    def _write(self, ids: list[str], metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        for chunk in self._progress(len(ids), "writing"):
+            self.collection.upsert(
+                ids=ids[chunk], embeddings=vectors[chunk], metadatas=metadatas[chunk]
+            )
+
+    def _delete(self, ids: list[str]) -> None:
+        for chunk in self._progress(len(ids), "deleting"):
+            self.collection.delete(ids=ids[chunk])
+
+    def _progress(self, n: int, verb: str) -> Iterator[slice]:
+        batches = list(_slices(n, self.batch_size))
+        if not self.config.show_progress or len(batches) < 2:
+            return iter(batches)
+        return iter(tqdm(batches, desc=f"{verb} {n} items", unit="batch", leave=False))
+
+
+def _slices(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
+    for rows in _slices(len(values), size):
+        yield values[rows]
+
+
+def _check_ids(item_ids: Collection[str]) -> list[str]:
+    if isinstance(item_ids, str):
+        raise ValueError(f"expected a collection of item ids, got the string {item_ids!r}")
+    ids = list(item_ids)
+    bad = [i for i in ids if not isinstance(i, str) or not i]
+    if bad:
+        raise ValueError(f"item ids must be non-empty strings, got {_preview(bad)}")
+    return ids
+
+
+def _preview(values: Sequence[Any]) -> str:
+    shown = ", ".join(repr(v) for v in values[:_MISSING_SHOWN])
+    more = len(values) - _MISSING_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _import_chromadb() -> Any:
+    try:
+        import chromadb
+    except ImportError as e:
+        raise ImportError(
+            "ItemStore needs chromadb, a dependency of hyrec: reinstall hyrec or pip install chromadb"
+        ) from e
+    return chromadb

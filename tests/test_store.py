@@ -1,0 +1,378 @@
+"""ItemStore on a designed catalogue whose right answers are known: 12 items in two clusters of
+8-d unit vectors (cluster A around axis 0, cluster B around axis 1), with genres and years."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.text import TextEncoder, TextEncoderConfig
+from hyrec.data import Item
+from retrieval.store import Filter, ItemStore, StoreConfig, SyncReport, item_metadata
+
+DIM = 8
+A_IDS = [f"a{k}" for k in range(6)]
+B_IDS = [f"b{k}" for k in range(6)]
+
+
+def catalogue() -> tuple[list[Item], np.ndarray]:
+    """a0..a5: Comedy (a0, a1 also Romance), years 1990..1995; b0..b5: Horror (b0 also Sci-Fi),
+    years 2000..2005; a5 has no genres and b5 no year. Vectors: the cluster's axis plus a small
+    item-specific offset on one of axes 2..7, so similarities within a cluster are ~0.99."""
+    items, rows = [], []
+    for k in range(6):
+        genres = ["Comedy", "Romance"] if k < 2 else ["Comedy"]
+        attrs = {"genres": genres, "year": 1990 + k} if k < 5 else {"year": 1995}
+        items.append(Item(f"a{k}", f"Funny film {k}", "", attrs))
+        rows.append(np.eye(DIM)[0] + 0.1 * (k + 1) * np.eye(DIM)[2 + k])
+    for k in range(6):
+        attrs = {"genres": ["Horror", "Sci-Fi"] if k == 0 else ["Horror"], "category": "film"}
+        if k < 5:
+            attrs["year"] = 2000 + k
+        items.append(Item(f"b{k}", f"Scary film {k}", "", attrs))
+        rows.append(np.eye(DIM)[1] + 0.1 * (k + 1) * np.eye(DIM)[2 + k])
+    vectors = np.asarray(rows, dtype=np.float32)
+    return items, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def axis(i: int) -> np.ndarray:
+    return np.eye(DIM, dtype=np.float32)[i][None, :]
+
+
+def open_store(path: Path, **config) -> ItemStore:
+    return ItemStore(StoreConfig(path=path, batch_size=5, show_progress=False, **config))
+
+
+@pytest.fixture
+def store(tmp_path) -> ItemStore:
+    s = open_store(tmp_path / "chroma")
+    s.sync(*catalogue())
+    return s
+
+
+def ids_of(hits: list[tuple[str, float]]) -> list[str]:
+    return [i for i, _ in hits]
+
+
+# --- query ---------------------------------------------------------------------------------------
+
+
+def test_query_returns_the_right_cluster_with_cosine_similarities(store):
+    items, vectors = catalogue()
+    query = np.vstack([axis(0), axis(1)])
+    hits = store.query(query, 6)
+    assert set(ids_of(hits[0])) == set(A_IDS) and set(ids_of(hits[1])) == set(B_IDS)
+    reference = dict(zip([it.item_id for it in items], vectors @ axis(0)[0], strict=True))
+    for item_id, sim in hits[0]:
+        assert -1.0 <= sim <= 1.0
+        assert sim == pytest.approx(float(reference[item_id]), abs=1e-5)
+    sims = [s for _, s in hits[0]]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_a_single_vector_and_more_than_the_store(store):
+    hits = store.query(axis(0)[0], 50)
+    assert len(hits) == 1 and len(hits[0]) == 12
+
+
+def test_exclude_ids_still_returns_n(store):
+    hits = store.query(axis(0), 6, exclude_ids={"a0", "a3"})[0]
+    assert len(hits) == 6
+    assert set(ids_of(hits)[:4]) == set(A_IDS) - {"a0", "a3"}
+    assert not {"a0", "a3"} & set(ids_of(hits))
+    via_filter = store.query(axis(0), 6, where=Filter(exclude_ids=("a0",)), exclude_ids=["a3"])
+    assert via_filter[0] == hits
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (Filter(genres_any=("Romance",)), {"a0", "a1"}),
+        (Filter(genres_any=("Romance", "Sci-Fi")), {"a0", "a1", "b0"}),
+        (Filter(genres_none=("Comedy",)), {"a5", *B_IDS}),  # a5 has no genres: kept
+        (Filter(genres_any=("Horror",), genres_none=("Sci-Fi",)), set(B_IDS) - {"b0"}),
+        (Filter(year_min=1993, year_max=2001), {"a3", "a4", "a5", "b0", "b1"}),
+        (Filter(year_min=2003), {"b3", "b4"}),  # b5 has no year: dropped by a year bound
+        (Filter(genres_any=("Comedy",), year_max=1991), {"a0", "a1"}),
+        (Filter(genres_any=("Western",)), set()),
+    ],
+)
+def test_filters(store, flt, expected):
+    hits = store.query(axis(0), 12, where=flt)[0]
+    assert set(ids_of(hits)) == expected
+
+
+def test_filter_to_where():
+    assert Filter().to_where() is None
+    assert Filter(genres_any="Comedy").genres_any == ("Comedy",)
+    assert Filter(year_min=1990).to_where() == {"year": {"$gte": 1990}}
+    assert Filter(genres_any=("A", "B"), genres_none=("C",)).to_where() == {
+        "$and": [
+            {"$or": [{"genres": {"$contains": "A"}}, {"genres": {"$contains": "B"}}]},
+            {"genres": {"$not_contains": "C"}},
+        ]
+    }
+    with pytest.raises(ValueError, match="year_min"):
+        Filter(year_min=2000, year_max=1990)
+
+
+# --- sync, upsert, delete ------------------------------------------------------------------------
+
+
+def test_sync_is_incremental(tmp_path):
+    store = open_store(tmp_path / "chroma")
+    items, vectors = catalogue()
+    assert store.sync(items, vectors) == SyncReport(added=12)
+    assert store.sync(items, vectors) == SyncReport(unchanged=12)
+
+    items[3] = replace(items[3], title="Funny film 3, director's cut")
+    assert store.sync(items, vectors) == SyncReport(updated=1, unchanged=11)
+    got = store.collection.get(ids=["a3"], include=["metadatas"])
+    assert got["metadatas"][0]["title"] == "Funny film 3, director's cut"
+
+    vectors[4] = axis(7)[0]  # a new vector with the same text also counts as a change
+    assert store.sync(items, vectors) == SyncReport(updated=1, unchanged=11)
+
+    assert store.sync(items[1:], vectors[1:]) == SyncReport(deleted=1, unchanged=11)
+    assert "a0" not in store.ids() and store.count() == 11
+
+    rng = np.random.default_rng(0)
+    new = [Item(f"n{k}", f"new item {k}") for k in range(100)]
+    new_vectors = rng.standard_normal((100, DIM)).astype(np.float32)
+    report = store.sync(items[1:] + new, np.vstack([vectors[1:], new_vectors]))
+    assert report == SyncReport(added=100, unchanged=11)
+    assert store.count() == 111
+
+
+def test_upsert_and_delete(store):
+    store.upsert([Item("c0", "Cartoon")], axis(5))
+    assert store.count() == 13
+    assert store.query(axis(5), 1)[0][0][0] == "c0"
+    store.upsert([Item("c0", "Cartoon, renamed")], axis(6))
+    assert store.count() == 13 and store.query(axis(6), 1)[0][0][0] == "c0"
+    assert store.delete(["c0", "a0", "not-there"]) == 2
+    assert store.count() == 11 and not {"c0", "a0"} & set(store.ids())
+
+
+def test_get_embeddings_keeps_input_order(store):
+    items, vectors = catalogue()
+    got = store.get_embeddings(["b2", "a0", "b2"])
+    assert got.dtype == np.float32 and got.shape == (3, DIM)
+    np.testing.assert_allclose(got, vectors[[8, 0, 8]], atol=1e-6)
+    with pytest.raises(KeyError, match="'zz'"):
+        store.get_embeddings(["a0", "zz"])
+    assert sorted(store.ids()) == sorted(A_IDS + B_IDS) and store.count() == 12
+
+
+def bad_batches() -> dict[str, tuple[list[Item], np.ndarray, str]]:
+    """Two new items with something wrong, and the error message it must give."""
+    new = [Item("x0", "new 0"), Item("x1", "new 1")]
+    ones = np.ones((2, DIM), np.float32)
+    nan = ones.copy()
+    nan[1, 3] = np.nan
+    return {
+        "nan": (new, nan, "NaN"),
+        "inf": (new, np.full((2, DIM), np.inf, np.float32), "infinite"),
+        "zero": (new, np.zeros((2, DIM), np.float32), "all zero"),
+        "wrong-dim": (new, np.ones((2, DIM + 1), np.float32), "dimension 9"),
+        "length": (new, np.ones((3, DIM), np.float32), r"\d+ rows for \d+ items"),
+        "duplicate": ([new[0], new[0]], ones, "duplicate"),
+        "1-d": (new, np.ones(2 * DIM, np.float32), "2-D"),
+    }
+
+
+def with_catalogue(items: list[Item], vectors: np.ndarray) -> tuple[list[Item], np.ndarray]:
+    """The catalogue minus a0 (a sync would delete it) plus ``items``, vectors padded alike."""
+    known, known_vectors = catalogue()
+    if vectors.ndim != 2:
+        return known[1:] + items, vectors
+    padded = np.zeros((11, vectors.shape[1]), np.float32)
+    padded[:, :DIM] = known_vectors[1:, : vectors.shape[1]]
+    return known[1:] + items, np.vstack([padded, vectors])
+
+
+@pytest.mark.parametrize("case", list(bad_batches()))
+@pytest.mark.parametrize("method", ["sync", "upsert"])
+def test_invalid_input_changes_nothing(store, method, case):
+    items, vectors, message = bad_batches()[case]
+    queries = np.vstack([axis(0), axis(1)])
+    before = store.query(queries, 5)
+    with pytest.raises(ValueError, match=message):
+        if method == "sync":
+            store.sync(*with_catalogue(items, vectors))
+        else:
+            store.upsert(items, vectors)
+    assert store.count() == 12 and "a0" in store.ids()
+    assert store.query(queries, 5) == before
+
+
+def test_invalid_query_vectors(store):
+    with pytest.raises(ValueError, match="dimension 3"):
+        store.query(np.ones((1, 3), np.float32), 5)
+    with pytest.raises(ValueError, match="NaN"):
+        store.query(np.full((1, DIM), np.nan, np.float32), 5)
+    with pytest.raises(ValueError, match="n must be"):
+        store.query(axis(0), 0)
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+REOPEN = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from retrieval.store import Filter, ItemStore, StoreConfig
+store = ItemStore(StoreConfig(path=Path(sys.argv[1]), show_progress=False))
+hits = store.query(np.eye(8, dtype=np.float32)[:2], 4, where=Filter(genres_none=("Sci-Fi",)))
+print(json.dumps({"count": store.count(), "hits": hits}))
+"""
+
+
+def test_reopen_gives_the_same_results(store, tmp_path):
+    query = np.vstack([axis(0), axis(1)])
+    flt = Filter(genres_none=("Sci-Fi",))
+    expected = store.query(query, 4, where=flt)
+    assert open_store(tmp_path / "chroma").query(query, 4, where=flt) == expected
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", REOPEN, str(tmp_path / "chroma")],
+        capture_output=True, text=True, cwd=root, timeout=120, check=True,
+    )
+    reopened = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reopened["count"] == 12
+    assert [[tuple(h) for h in row] for row in reopened["hits"]] == expected
+
+
+# --- configuration and metadata ------------------------------------------------------------------
+
+
+def test_store_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        StoreConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        StoreConfig(path=tmp_path, host="localhost")
+    with pytest.raises(ValueError, match="3-512"):
+        StoreConfig(path=tmp_path, collection="ab")
+
+
+def test_reopening_with_another_ef_search_updates_it(store, tmp_path):
+    assert store.collection.configuration_json["hnsw"]["ef_search"] == StoreConfig.ef_search
+    reopened = open_store(tmp_path / "chroma", ef_search=50, max_neighbors=8)
+    hnsw = reopened.collection.configuration_json["hnsw"]
+    assert hnsw["ef_search"] == 50 and hnsw["max_neighbors"] == StoreConfig.max_neighbors
+
+
+def test_item_metadata():
+    item = Item(
+        "1", "Shoe", "Comfortable.",
+        {"genres": ["Sport", "Sport", "Casual"], "year": np.int64(2001), "brand": "Acme",
+         "category": "Shoes", "price": 9.5, "rating": float("nan"), "tags": ["red"],
+         "sizes": [40, 41], "extra": {"a": 1}, "title": "ignored", "#bad": "x", "none": None},
+    )
+    assert item_metadata(item) == {
+        "title": "Shoe", "year": 2001, "genres": ["Sport", "Casual"], "brand": "Acme",
+        "category": "Shoes", "price": 9.5, "tags": ["red"],
+    }
+    assert item_metadata(Item("2", "Plain", attributes={"genres": [], "year": "n/a"})) == {
+        "title": "Plain"
+    }
+
+
+# --- with the text encoder -----------------------------------------------------------------------
+
+
+class CountingModel:
+    """Bag of hashed words → a 16-d vector; records every text it embeds."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, sentences: list[str], **kwargs) -> np.ndarray:
+        self.seen += sentences
+        out = np.zeros((len(sentences), 16), dtype=np.float32)
+        for row, text in enumerate(sentences):
+            for word in text.lower().split():
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 16] += 1.0
+        return out
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_sync_with_a_text_encoder_embeds_only_new_items(tmp_path, cache):
+    model = CountingModel()
+    config = TextEncoderConfig(cache_dir=tmp_path / "emb" if cache else None, show_progress=False)
+    encoder = TextEncoder(config, model=model, model_id="counting")
+    store = open_store(tmp_path / "chroma")
+    items, _ = catalogue()
+    new = [Item(f"n{k}", f"brand new item {k}", attributes={"genres": ["New"]}) for k in range(100)]
+
+    assert store.sync(items, encoder) == SyncReport(added=12)
+    assert encoder.last_encoded == 12
+    assert store.sync(items + new, encoder) == SyncReport(added=100, unchanged=12)
+    assert encoder.last_encoded == 100
+    assert sorted(model.seen[12:]) == sorted(encoder.render(it) for it in new)
+    np.testing.assert_allclose(
+        store.get_embeddings(["n7"]), encoder.encode_items([new[7]]), atol=1e-6
+    )
+
+    n_seen = len(model.seen)
+    assert store.sync(items + new, encoder) == SyncReport(unchanged=112)
+    assert len(model.seen) == n_seen  # nothing changed: the encoder is not even called
+
+    items[0] = replace(items[0], description="Now with a plot.")
+    assert store.sync(items + new, encoder) == SyncReport(updated=1, unchanged=111)
+    assert encoder.last_encoded == 1
+
+    # precomputed vectors agree with what the embedder wrote: nothing is rewritten
+    assert store.sync(items + new, encoder.encode_items(items + new)) == SyncReport(unchanged=112)
+
+
+# --- a real Chroma server ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chroma_server(tmp_path) -> Iterator[int]:
+    """``chroma run`` (the CLI that ships with chromadb) on a free local port."""
+    cli = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    if not Path(cli).exists():
+        pytest.skip("the chroma CLI is not installed")
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [cli, "run", "--path", str(tmp_path / "server"), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("localhost", port), 1):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("chroma run did not start listening within 60 s")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_http_server(chroma_server):
+    store = ItemStore(StoreConfig(host="localhost", port=chroma_server, show_progress=False))
+    items, vectors = catalogue()
+    assert store.sync(items, vectors) == SyncReport(added=12)
+    assert store.sync(items[1:], vectors[1:]) == SyncReport(deleted=1, unchanged=11)
+    hits = store.query(axis(0), 3, where=Filter(genres_any=("Comedy",)), exclude_ids=["a1"])[0]
+    assert len(hits) == 3 and set(ids_of(hits)) <= set(A_IDS) - {"a0", "a1"}
