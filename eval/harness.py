@@ -21,23 +21,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from encoders.base import FitData, Scorer
-from encoders.collaborative import ALS, BPR, ItemKNN, MostPopular
-from encoders.text import SemanticScorer, TextEncoder, TextEncoderConfig
+from encoders.registry import SCORERS, TEXT_SCORERS
+from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Split, leave_one_out, load_dataset, temporal_split, to_implicit
 from hyrec.metrics import evaluate
+from retrieval.hybrid import HybridRecommender
 
 log = logging.getLogger(__name__)
 
-#: Model name → constructor with the defaults chosen on validation.
-MODELS: dict[str, Callable[[], Scorer]] = {
-    "pop": MostPopular,
-    "itemknn": ItemKNN,
-    "als": ALS,
-    "bpr": BPR,
-    "semantic": SemanticScorer,
-}
+#: Model name → constructor with the defaults chosen on validation: every scorer plus the hybrid.
+MODELS: dict[str, Callable[[], Scorer]] = {**SCORERS, "hybrid": HybridRecommender}
 #: Models that read item text embeddings (FitData.item_embeddings).
-TEXT_MODELS = {"semantic"}
+TEXT_MODELS = TEXT_SCORERS | {"hybrid"}
 
 REPORT_COLUMNS = (
     "ndcg@10",
@@ -147,6 +142,7 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
         )
         eval_s = time.perf_counter() - t0
         results[name] = {
+            **training_summary(model, fit_s),
             **_rounded(metrics),
             "fit_seconds": round(fit_s, 3),
             "eval_seconds": round(eval_s, 3),
@@ -174,6 +170,19 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
     if out is not None:
         write_report(report, Path(out) / config.dataset)
     return report
+
+
+def training_summary(model: Scorer, fit_seconds: float) -> dict[str, Any]:
+    """Epoch counts and seconds per epoch of iterative models; the hybrid's own fit report."""
+    out: dict[str, Any] = {}
+    epochs = getattr(model, "epochs_run", None)
+    if epochs:
+        out["epochs"] = epochs
+        out["best_epoch"] = getattr(model, "best_epoch", None)
+        out["seconds_per_epoch"] = round(fit_seconds / epochs, 3)
+    if getattr(model, "fit_report", None):
+        out["fit_report"] = model.fit_report
+    return out
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:

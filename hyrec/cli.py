@@ -149,6 +149,144 @@ def demo(
         console.print(table)
 
 
+def _fit_data(dataset: str, data_dir: Path | None, text_model: str):
+    """The whole dataset as training data, each user's last event held out for early stopping."""
+    from encoders.base import FitData
+    from encoders.text import TextEncoder, TextEncoderConfig
+    from hyrec.data import Interactions, leave_one_out, load_dataset
+
+    ds = load_dataset(dataset, data_dir)
+    split = leave_one_out(ds)
+    train = Interactions.concat([split.train, split.valid])
+    valid = split.task("test")  # the most recent event of each user: early stopping only
+    vectors = TextEncoder(TextEncoderConfig(model=text_model)).encode_items(ds.items)
+    return ds, FitData(ds, train, valid, vectors)
+
+
+@app.command()
+def fit(
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. ml-100k.")] = "ml-100k",
+    data_dir: Annotated[Path | None, typer.Option(help="The dataset's own folder.")] = None,
+    text_model: Annotated[
+        str, typer.Option(help="Item text encoder (default: packaged MiniLM).")
+    ] = "minilm",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fit the hybrid recommender (components, chromadb store, ranking head) and save it."""
+    from retrieval.hybrid import HybridRecommender
+
+    _setup_logging(verbose)
+    try:
+        ds, data = _fit_data(dataset, data_dir, text_model)
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    with console.status(
+        f"fitting the hybrid on {ds.name} ({ds.n_users} users, {ds.n_items} items)…"
+    ):
+        model = HybridRecommender(store_path=out / "chroma").fit(data)
+        model.save(out)
+    console.print(f"saved to {out}: {json.dumps(model.fit_report)}")
+
+
+def _parse_filter(
+    genres: str | None, no_genres: str | None, year_min: int | None, year_max: int | None
+):
+    from retrieval.store import Filter
+
+    if not any(v is not None for v in (genres, no_genres, year_min, year_max)):
+        return None
+    split = lambda v: tuple(g.strip() for g in (v or "").split(",") if g.strip())  # noqa: E731
+    return Filter(
+        genres_any=split(genres), genres_none=split(no_genres), year_min=year_min, year_max=year_max
+    )
+
+
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Option(help="A folder written by `hyrec fit`.")],
+    user: Annotated[str, typer.Option(help="User id as in the dataset.")],
+    k: Annotated[int, typer.Option("-k", help="List length.")] = 10,
+    genres: Annotated[str | None, typer.Option(help="Only these genres (comma-separated).")] = None,
+    no_genres: Annotated[
+        str | None, typer.Option(help="Never these genres (comma-separated).")
+    ] = None,
+    year_min: Annotated[int | None, typer.Option(help="Earliest release year.")] = None,
+    year_max: Annotated[int | None, typer.Option(help="Latest release year.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recommend for one user from a saved hybrid model."""
+    from hyrec.data import History
+    from retrieval.hybrid import HybridRecommender
+
+    _setup_logging(False)
+    if k <= 0:
+        _fail("-k must be a positive list length")
+    try:
+        model = HybridRecommender.load(model_dir)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    ds = model.dataset
+    if user not in ds.user_index:
+        _fail(f"unknown user id {user!r} in {ds.name}")
+    row = np.array([ds.user_index[user]])
+    history = History.from_interactions(ds.interactions, row, ds.n_items, n_users=ds.n_users)
+    flt = _parse_filter(genres, no_genres, year_min, year_max)
+    result = model.recommend_batch(history, k=k, filter=flt)[0]
+    items = [
+        {
+            "item_id": ds.items[i].item_id,
+            "title": ds.items[i].title,
+            "score": round(float(s), 4),
+            "sources": result.source_names(r),
+        }
+        for r, (i, s) in enumerate(zip(result.items, result.scores, strict=True))
+    ]
+    if as_json:
+        print(json.dumps({"user_id": user, "items": items}, ensure_ascii=False))
+        return
+    table = Table(title=f"user {user}")
+    for col in ("#", "title", "score", "sources"):
+        table.add_column(col)
+    for r, it in enumerate(items, 1):
+        table.add_row(str(r), it["title"], f"{it['score']:.3f}", ", ".join(it["sources"]))
+    console.print(table)
+
+
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    catalog_size: Annotated[int, typer.Option(help="Synthetic catalogue size.")] = 10_000,
+    requests: Annotated[int, typer.Option(help="Single-user requests to time.")] = 1_000,
+    dataset: Annotated[
+        str | None, typer.Option(help="Use a real dataset instead (e.g. ml-100k).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="The dataset's own folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """recommend() latency for single users, no LLM stage: p50/p99 in ms."""
+    from eval.bench_latency import run
+
+    _setup_logging(False)
+    if catalog_size < 100 or requests <= 0:
+        _fail("--catalog-size must be at least 100 and --requests positive")
+    result = run(catalog_size, requests, dataset, str(data_dir) if data_dir else None)
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if as_json:
+        print(text)
+    else:
+        console.print(
+            f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {requests} requests"
+        )
+
+
 def main() -> None:
     app()
 

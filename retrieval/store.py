@@ -207,7 +207,9 @@ def content_hash(item: Item) -> str:
     """sha256 over everything the stored metadata and the embedded text are made from."""
     payload = json.dumps(
         [item.title, item.description, dict(item.attributes)],
-        sort_keys=True, ensure_ascii=False, default=str,
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -256,8 +258,11 @@ class ItemStore:
             self.client = chromadb.PersistentClient(path=str(config.path), settings=settings)
         else:
             self.client = chromadb.HttpClient(
-                host=config.host, port=config.port, ssl=config.ssl,
-                headers=dict(config.headers or {}), settings=settings,
+                host=config.host,
+                port=config.port,
+                ssl=config.ssl,
+                headers=dict(config.headers or {}),
+                settings=settings,
             )
         hnsw = {
             "space": "cosine",
@@ -540,6 +545,6 @@ def _import_chromadb() -> Any:
         import chromadb
     except ImportError as e:
         raise ImportError(
-            "ItemStore needs chromadb, a dependency of hyrec: reinstall hyrec or pip install chromadb"
+            "ItemStore needs chromadb (a hyrec dependency): reinstall hyrec or pip install chromadb"
         ) from e
     return chromadb

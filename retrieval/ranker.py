@@ -1,0 +1,236 @@
+"""Learned ranking heads over candidate features: LightGBM LambdaRank and a small listwise torch
+MLP.
+
+Both learn from groups (one per user): a feature matrix of that user's candidates and a 0/1 label
+saying
+which candidate is the held-out target. LambdaRank (Burges 2010, via LightGBM) optimises NDCG
+directly;
+the MLP is trained with a listwise softmax cross-entropy over each user's candidates
+(ListNet-style, Cao
+et al. 2007). Both save as plain files (LightGBM's text model format; safetensors + JSON for the
+MLP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol, Self
+
+import lightgbm as lgb
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Groups = list[np.ndarray]  # one (n_candidates, n_features) matrix or (n_candidates,) label per user
+
+
+class Ranker(Protocol):
+    kind: ClassVar[str]
+
+    def fit(self, x: Groups, y: Groups, valid: tuple[Groups, Groups] | None = None) -> Self: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Self: ...
+
+
+def ndcg_at(scores: Groups, labels: Groups, k: int = 10) -> float:
+    """Mean NDCG@k of ranking each group by score (one relevant item per group; 0 if it is
+    absent)."""
+    total = 0.0
+    for s, y in zip(scores, labels, strict=True):
+        order = np.argsort(-s, kind="stable")[:k]
+        hit = np.flatnonzero(y[order] > 0)
+        total += 1.0 / np.log2(hit[0] + 2) if len(hit) else 0.0
+    return total / max(len(scores), 1)
+
+
+@dataclass(frozen=True)
+class LightGBMConfig:
+    n_estimators: int = 400  # upper bound; early stopping on validation NDCG@10 picks the count
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 50
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    early_stopping: int = 30
+    seed: int = 0
+    threads: int = 2
+
+
+class LightGBMRanker:
+    """LambdaRank gradient-boosted trees."""
+
+    kind: ClassVar[str] = "lightgbm"
+
+    def __init__(self, config: LightGBMConfig | None = None) -> None:
+        self.config = config or LightGBMConfig()
+        self.booster: lgb.Booster | None = None
+
+    def fit(self, x: Groups, y: Groups, valid: tuple[Groups, Groups] | None = None) -> Self:
+        c = self.config
+        model = lgb.LGBMRanker(
+            objective="lambdarank",
+            n_estimators=c.n_estimators,
+            learning_rate=c.learning_rate,
+            num_leaves=c.num_leaves,
+            min_child_samples=c.min_child_samples,
+            subsample=c.subsample,
+            subsample_freq=1,
+            colsample_bytree=c.colsample_bytree,
+            random_state=c.seed,
+            n_jobs=c.threads,
+            verbose=-1,
+        )
+        kwargs = {}
+        if valid is not None:
+            kwargs = {
+                "eval_X": (np.concatenate(valid[0]),),
+                "eval_y": (np.concatenate(valid[1]),),
+                "eval_group": [[len(g) for g in valid[1]]],
+                "eval_at": [10],
+                "callbacks": [lgb.early_stopping(c.early_stopping, verbose=False)],
+            }
+        model.fit(np.concatenate(x), np.concatenate(y), group=[len(g) for g in y], **kwargs)
+        self.booster = model.booster_
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.booster is not None, "fit() first"
+        return self.booster.predict(x, num_iteration=self.booster.best_iteration or None).astype(
+            np.float32
+        )
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "ranker.json").write_text(
+            json.dumps({"kind": self.kind, "config": asdict(self.config)})
+        )
+        self.booster.save_model(str(path / "lightgbm.txt"))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        ranker = cls(LightGBMConfig(**json.loads((path / "ranker.json").read_text())["config"]))
+        ranker.booster = lgb.Booster(model_file=str(path / "lightgbm.txt"))
+        return ranker
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden: int = 64
+    epochs: int = 60  # upper bound; the epoch with the best validation NDCG@10 is kept
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    groups_per_batch: int = 64
+    seed: int = 0
+
+
+class MLPRanker:
+    """Two-layer MLP scored per candidate, trained with softmax cross-entropy over each user's
+    list."""
+
+    kind: ClassVar[str] = "mlp"
+
+    def __init__(self, config: MLPConfig | None = None) -> None:
+        self.config = config or MLPConfig()
+        self.net: nn.Sequential | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+
+    def _build(self, n_features: int) -> nn.Sequential:
+        h = self.config.hidden
+        return nn.Sequential(
+            nn.Linear(n_features, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1)
+        )
+
+    def fit(self, x: Groups, y: Groups, valid: tuple[Groups, Groups] | None = None) -> Self:
+        c = self.config
+        torch.manual_seed(c.seed)
+        rng = np.random.default_rng(c.seed)
+        flat = np.concatenate(x)
+        self.mean, self.std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+        keep = [i for i, g in enumerate(y) if g.sum() > 0]  # a list with no target teaches nothing
+        feats, pad = self._padded([x[i] for i in keep])
+        targets = torch.tensor([int(np.argmax(y[i])) for i in keep])
+        if valid is not None:
+            valid_feats, valid_pad = self._padded(valid[0])
+        self.net = self._build(flat.shape[1])
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        best, best_state = -1.0, None
+        for epoch in range(c.epochs):
+            self.net.train()
+            order = torch.from_numpy(rng.permutation(len(keep)))
+            for batch in order.split(c.groups_per_batch):
+                logits = self.net(feats[batch]).squeeze(2).masked_fill(pad[batch], -1e9)  # (b, L)
+                loss = nn.functional.cross_entropy(logits, targets[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if valid is not None:
+                self.net.eval()
+                with torch.no_grad():
+                    logits = self.net(valid_feats).squeeze(2).numpy()  # (G, L)
+                score = ndcg_at([logits[g, : len(v)] for g, v in enumerate(valid[1])], valid[1])
+                if score > best:
+                    best, best_state = (
+                        score,
+                        {k: v.clone() for k, v in self.net.state_dict().items()},
+                    )
+                log.debug("mlp ranker epoch %d: valid ndcg@10 %.4f", epoch, score)
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        return self
+
+    def _padded(self, groups: Groups) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised groups stacked as (G, L, F) with a (G, L) padding mask."""
+        width = max(len(g) for g in groups)
+        feats = torch.zeros(len(groups), width, groups[0].shape[1])
+        pad = torch.ones(len(groups), width, dtype=torch.bool)
+        for row, g in enumerate(groups):
+            feats[row, : len(g)] = torch.from_numpy(self._norm(g))
+            pad[row, : len(g)] = False
+        return feats, pad
+
+    def _norm(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.net is not None, "fit() first"
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(torch.from_numpy(self._norm(x))).squeeze(1).numpy()
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": self.kind, "config": asdict(self.config), "n_features": len(self.mean)}
+        (path / "ranker.json").write_text(json.dumps(meta))
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        tensors |= {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "mlp.safetensors"))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        meta = json.loads((path / "ranker.json").read_text())
+        ranker = cls(MLPConfig(**meta["config"]))
+        tensors = load_file(str(path / "mlp.safetensors"))
+        ranker.net = ranker._build(meta["n_features"])
+        ranker.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        ranker.mean, ranker.std = tensors["mean"].numpy(), tensors["std"].numpy()
+        return ranker
+
+
+RANKERS: dict[str, type] = {"lightgbm": LightGBMRanker, "mlp": MLPRanker}
+
+
+def load_ranker(path: Path) -> Ranker:
+    kind = json.loads((path / "ranker.json").read_text())["kind"]
+    return RANKERS[kind].load(path)
