@@ -35,8 +35,23 @@ from hyrec.data import Item
 from retrieval.store import Filter, ItemStore, StoreConfig
 
 GENRES = (
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
     "Western",
 )
 
@@ -151,8 +166,11 @@ def main() -> None:
         "hnsw": {k: getattr(config, k) for k in ("ef_search", "ef_construction", "max_neighbors")},
         "items_with_filter_genre": with_genre,
         "open_seconds": round(open_s, 2),
-        "sync_add": {"seconds": round(add_s, 2), "items_per_s": round(args.items / add_s, 1),
-                     "report": vars(added)},
+        "sync_add": {
+            "seconds": round(add_s, 2),
+            "items_per_s": round(args.items / add_s, 1),
+            "report": vars(added),
+        },
         "sync_unchanged": {"seconds": round(resync_s, 2), "report": vars(again)},
         "reopen_seconds": round(reopen_s, 3),
         "disk_mb": round(size_mb, 1),
