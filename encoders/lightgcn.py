@@ -151,7 +151,7 @@ class LightGCN:
         self.user_embeddings: np.ndarray | None = None  # (n_users, D) propagated
         self.item_embeddings: np.ndarray | None = None  # (n_items, D) propagated
         self.best_epoch: int | None = None
-        self.epochs_run = 0  # epochs trained in the last fit (early stopping may end before max_epochs)
+        self.epochs_run = 0  # epochs trained in the last fit (early stopping may end sooner)
 
     def fit(self, data: FitData) -> Self:
         c = self.config

@@ -82,7 +82,8 @@ def test_lists_hold_only_unseen_known_items_with_sources(fitted):
 def test_filters_are_respected(fitted):
     model, split = fitted
     history = split.task("test").history
-    # block A (items 0-11) is genre "A"; even users love it, so asking for B must still return B only
+    # block A (items 0-11) is genre "A"; even users love it, so asking for B must still return B
+    # only
     lists = model.recommend_batch(history, k=5, filter=Filter(genres_any=("B",)))
     for lst in lists:
         assert (lst.items >= 12).all()
@@ -102,7 +103,9 @@ def test_save_load_gives_identical_recommendations(fitted, tmp_path):
     model.save(tmp_path / "model")
     loaded = HybridRecommender.load(tmp_path / "model")
     history = split.task("test").history
-    for a, b in zip(model.recommend_batch(history, 10), loaded.recommend_batch(history, 10), strict=True):
+    for a, b in zip(
+        model.recommend_batch(history, 10), loaded.recommend_batch(history, 10), strict=True
+    ):
         np.testing.assert_array_equal(a.items, b.items)
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
 

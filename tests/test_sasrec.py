@@ -1,0 +1,137 @@
+"""SASRec on a tiny dataset whose right answer is known: every user walks the items in a cycle
+0 → 1 → … → 11 → 0, so the next item is always (last + 1) mod 12."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from encoders.base import FitData, NotFittedError
+from encoders.sasrec import SASRec, SASRecConfig
+from hyrec.data import Dataset, History, Item
+
+N_ITEMS, N_USERS, DIM = 12, 40, 16
+UNSEEN = N_ITEMS  # an extra catalogue item no one has touched; its text is a near-copy of item 3
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cycle_data() -> FitData:
+    """Users start at a random item and walk 5–9 steps of the cycle; random item embeddings."""
+    rng = np.random.default_rng(0)
+    items = [Item(str(i), f"item {i}") for i in range(N_ITEMS + 1)]
+    events = []
+    for u in range(N_USERS):
+        start, length = rng.integers(N_ITEMS), rng.integers(5, 10)
+        for t in range(length):
+            events.append((f"u{u}", str((start + t) % N_ITEMS), 1000 + t, 1.0, ""))
+    ds = Dataset.from_records("cycle", items, events)
+    emb = rng.normal(size=(N_ITEMS + 1, DIM))
+    emb[UNSEEN] = emb[3] + 0.05 * rng.normal(size=DIM)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return FitData(ds, ds.interactions, item_embeddings=emb.astype(np.float32))
+
+
+def tiny(item_input: str = "text", **kw) -> SASRecConfig:
+    base = dict(max_len=8, hidden=16, layers=1, heads=1, ffn=16, dropout=0.0, lr=1e-2,
+                batch_size=16, max_epochs=30, threads=1, seed=0)
+    return SASRecConfig(item_input=item_input, **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data() -> FitData:
+    return cycle_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> dict[str, SASRec]:
+    return {mode: SASRec(tiny(mode)).fit(data) for mode in ("text", "id", "text+id")}
+
+
+def walk(last: int, length: int = 4) -> list[int]:
+    return [(last - length + 1 + t) % N_ITEMS for t in range(length)]
+
+
+@pytest.mark.parametrize("mode", ["text", "id", "text+id"])
+def test_learns_the_next_item_of_the_cycle(fitted, mode):
+    model = fitted[mode]
+    lasts = np.arange(N_ITEMS)
+    history = History(np.full(N_ITEMS, -1), tuple(np.array(walk(i)) for i in lasts), N_ITEMS + 1)
+    scores = model.score(history)
+    assert scores.shape == (N_ITEMS, N_ITEMS + 1) and scores.dtype == np.float32
+    top = scores.argmax(axis=1)
+    assert (top == (lasts + 1) % N_ITEMS).mean() >= 0.9
+
+
+def test_new_event_moves_the_interest_at_once(fitted):
+    model = fitted["text+id"]
+    before = model.score(History.of_items([0, 1, 2], N_ITEMS + 1))[0]
+    after = model.score(History.of_items([0, 1, 2, 3], N_ITEMS + 1))[0]
+    assert before.argmax() == 3 and after.argmax() == 4
+    assert after[4] - after[3] > before[4] - before[3]  # interest shifted from item 3 to item 4
+    history = History.of_items([0, 1, 2, 3], N_ITEMS + 1)
+    np.testing.assert_allclose(
+        model.score(history), model.interest_vectors(history) @ model.item_vectors().T, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mode", ["text", "text+id"])
+def test_item_never_trained_is_scored_from_its_text(fitted, mode):
+    scores = fitted[mode].score(History.of_items(walk(2), N_ITEMS + 1))[0]
+    # its text is a near-copy of item 3, the right next item: it ranks right behind it
+    assert set(np.argsort(-scores)[:2]) == {3, UNSEEN}
+
+
+def test_add_items_scores_new_text_without_retraining(fitted, data):
+    model = copy.deepcopy(fitted["text+id"])
+    (new,) = model.add_items(data.item_embeddings[[6]])  # a new item whose text copies item 6
+    scores = model.score(History.of_items(walk(5), N_ITEMS + 1))[0]
+    assert scores.shape == (N_ITEMS + 2,)
+    assert set(np.argsort(-scores)[:2]) == {6, new}
+
+
+def test_save_load_round_trip(fitted, data, tmp_path):
+    history = History(np.array([0, -1, 5]), (np.array([0, 1, 2]), np.array([7]), np.array([9, 10])),
+                      N_ITEMS + 1)
+    for mode, model in fitted.items():
+        model.save(tmp_path / mode)
+        loaded = SASRec.load(tmp_path / mode)
+        assert loaded.config == model.config
+        np.testing.assert_array_equal(model.score(history), loaded.score(history))
+
+
+def test_fixed_seed_gives_the_same_model(data):
+    a, b = SASRec(tiny(max_epochs=5)).fit(data), SASRec(tiny(max_epochs=5)).fit(data)
+    history = History.of_items([1, 2, 3], N_ITEMS + 1)
+    np.testing.assert_array_equal(a.score(history), b.score(history))
+    assert [r["loss"] for r in a.history_] == [r["loss"] for r in b.history_]
+
+
+def test_empty_history_gives_zero_scores(fitted):
+    scores = fitted["text"].score(History.of_items([], N_ITEMS + 1))
+    assert scores.shape == (1, N_ITEMS + 1) and not scores.any()
+
+
+def test_text_modes_need_embeddings(data):
+    no_text = FitData(data.dataset, data.train)
+    with pytest.raises(ValueError, match="item_embeddings is None.*item_input='id'"):
+        SASRec(tiny("text+id")).fit(no_text)
+    SASRec(tiny("id", max_epochs=1)).fit(no_text)  # id mode needs none
+
+
+def test_bad_config_and_unfitted_use_are_refused():
+    with pytest.raises(ValueError, match="item_input"):
+        SASRecConfig(item_input="title")
+    with pytest.raises(NotFittedError):
+        SASRec().score(History.of_items([0], N_ITEMS))
