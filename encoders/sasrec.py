@@ -76,7 +76,7 @@ class SASRecConfig:
     max_epochs: int = 200  # id-only models were still improving at 150
     patience: int = 40  # epochs without a better validation NDCG@10 (it is noisy: ±0.007)
     eval_every: int = 1  # validate every this many epochs (early stopping needs FitData.valid)
-    threads: int = 2  # torch CPU threads during fit and score
+    threads: int = 1  # torch CPU threads; 2 ran ~20x slower per epoch on the 2-core CI machine
     seed: int = 0
 
     def __post_init__(self) -> None:
