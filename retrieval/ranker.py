@@ -157,7 +157,8 @@ class MLPRanker:
         torch.manual_seed(c.seed)
         rng = np.random.default_rng(c.seed)
         flat = np.concatenate(x)
-        self.mean, self.std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+        # features may be NaN (an item's unknown year): statistics skip them, _norm maps them to 0
+        self.mean, self.std = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0) + 1e-6
         keep = [i for i, g in enumerate(y) if g.sum() > 0]  # a list with no target teaches nothing
         feats, pad = self._padded([x[i] for i in keep])
         targets = torch.tensor([int(np.argmax(y[i])) for i in keep])
@@ -201,7 +202,7 @@ class MLPRanker:
         return feats, pad
 
     def _norm(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+        return np.nan_to_num((x - self.mean) / self.std, nan=0.0).astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         assert self.net is not None, "fit() first"

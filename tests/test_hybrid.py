@@ -135,3 +135,21 @@ def test_item_list_union_never_duplicates_and_tags_sources(proposals):
         assert set(lst.items[lst.sources[name]].tolist()) == set(items.tolist())
     top = lst.rescored(np.arange(len(lst), dtype=np.float32)).top(3)
     assert len(top) == min(3, len(lst)) and np.all(np.diff(top.scores) <= 0)
+
+
+def test_mlp_head_learns_with_missing_feature_values():
+    from retrieval.ranker import MLPRanker, ndcg_at
+
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for _ in range(60):
+        x = rng.normal(size=(12, 3)).astype(np.float32)
+        x[rng.random(12) < 0.3, 2] = np.nan  # e.g. an unknown release year
+        y = np.zeros(12, np.float32)
+        y[np.argmax(x[:, 0])] = 1.0  # the target is the candidate with the largest first feature
+        xs.append(x)
+        ys.append(y)
+    head = MLPRanker().fit(xs[:40], ys[:40], valid=(xs[40:], ys[40:]))
+    scores = [head.predict(x) for x in xs[40:]]
+    assert all(np.isfinite(s).all() for s in scores)
+    assert ndcg_at(scores, ys[40:]) > 0.8
