@@ -135,3 +135,15 @@ def test_ml100k_protocol_matches_recbole(ml100k_dir):
     assert report["dataset"]["n_interactions"] == 100_000
     assert report["protocol"]["ild_vectors"] == "item text embeddings"
     assert 0 < report["models"]["semantic"]["ild@10"] < 1
+
+
+def test_demo_shows_every_baseline_for_each_user(tmp_path):
+    folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
+    result = runner.invoke(
+        app, ["demo", "--data-dir", str(folder), "--users", "u0,u1", "--json", "-k", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert set(shown) == {"u0", "u1"}
+    assert all(set(lists) == {"pop", "itemknn", "als", "bpr"} for lists in shown.values())
+    assert all(len(titles) == 3 for lists in shown.values() for titles in lists.values())
