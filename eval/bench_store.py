@@ -32,28 +32,10 @@ from typing import Any
 import numpy as np
 
 from hyrec.data import Item
+from hyrec.data.movielens import ML100K_GENRES
 from retrieval.store import Filter, ItemStore, StoreConfig
 
-GENRES = (
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+GENRES = ML100K_GENRES[1:]  # without "unknown"
 
 
 def synthetic(n: int, dim: int, seed: int) -> tuple[list[Item], np.ndarray]:

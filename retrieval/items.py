@@ -63,10 +63,6 @@ class ItemList:
         order = np.lexsort((self.items, -self.scores))[:k]
         return self._take(order)
 
-    def without(self, mask: np.ndarray) -> ItemList:
-        """Drop the items where ``mask`` (over the whole catalogue) is true."""
-        return self._take(np.flatnonzero(~mask[self.items]))
-
     def source_names(self, row: int) -> list[str]:
         return [name for name, flags in self.sources.items() if flags[row]]
 

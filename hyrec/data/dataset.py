@@ -189,7 +189,6 @@ class Dataset:
         events: Sequence[tuple[str, str, int, float, str]],
         *,
         source: str = "<events>",
-        unknown_items: str = "error",
         skipped: Mapping[str, int] | None = None,
     ) -> Dataset:
         """Index external ids and validate.
@@ -200,12 +199,11 @@ class Dataset:
             events: ``(user_id, item_id, timestamp, rating, context)`` in file order; ``rating``
             may be NaN.
             source: File name used in error messages.
-            unknown_items: ``"error"`` (default) or ``"skip"`` for events whose item is not in the
-            catalogue.
             skipped: Counts of rows the loader already skipped, by reason, carried into the dataset.
 
         Raises:
-            DataError: duplicate item ids, or an event naming an unknown item (unless skipped).
+            DataError: duplicate item ids, or an event naming an unknown item (loaders check items
+                line by line first, so this is the safety net for programmatic callers).
         """
         index: dict[str, int] = {}
         for it in items:
@@ -214,13 +212,9 @@ class Dataset:
             index[it.item_id] = len(index)
         users: dict[str, int] = {}
         u_col, i_col, t_col, r_col, c_col = [], [], [], [], []
-        n_unknown = 0
         for n, (user, item, ts, rating, context) in enumerate(events, start=1):
             i = index.get(item)
             if i is None:
-                if unknown_items == "skip":
-                    n_unknown += 1
-                    continue
                 raise DataError(
                     f"{source}: event {n} names item {item!r}, which is not in the catalogue"
                 )
@@ -237,10 +231,8 @@ class Dataset:
             rating=np.asarray(r_col, dtype=np.float32),
             context=np.asarray(c_col, dtype=object) if has_context else None,
         )
-        report = dict(skipped or {})
-        if n_unknown:
-            report["unknown item"] = n_unknown
-        return cls(name, tuple(items), np.array(list(users), dtype=object), inter, report)
+        users_arr = np.array(list(users), dtype=object)
+        return cls(name, tuple(items), users_arr, inter, dict(skipped or {}))
 
 
 def interaction_matrix(inter: Interactions, n_users: int, n_items: int) -> sp.csr_matrix:

@@ -18,6 +18,13 @@ from pathlib import Path
 from .dataset import DataError, Dataset, Item
 from .reader import BadLines, RowReader, parse_float, parse_int
 
+#: u.genre of the 100K release, in flag order (used when the file is missing).
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -96,27 +103,7 @@ def load_ml100k(
 def _ml100k_genres(directory: Path) -> list[str]:
     path = directory / "u.genre"
     if not path.exists():  # the list is fixed in the 100K release
-        return [
-            "unknown",
-            "Action",
-            "Adventure",
-            "Animation",
-            "Children's",
-            "Comedy",
-            "Crime",
-            "Documentary",
-            "Drama",
-            "Fantasy",
-            "Film-Noir",
-            "Horror",
-            "Musical",
-            "Mystery",
-            "Romance",
-            "Sci-Fi",
-            "Thriller",
-            "War",
-            "Western",
-        ]
+        return list(ML100K_GENRES)
     reader = RowReader(
         path, encoding="latin-1"
     )  # always strict: a wrong genre list shifts every flag
