@@ -1,0 +1,225 @@
+"""The Python API on the checkerboard: typed results, cold start, context, similar items, save/load,
+and the LLM stages with scripted models (failures become named fallbacks, never exceptions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.api import (
+    Recommendation,
+    Recommendations,
+    Recommender,
+    RecommenderConfig,
+    UnknownItemError,
+)
+from agent.llm import LLMTimeout, LLMUnavailable
+from encoders.collaborative import ALS, ALSConfig
+from encoders.text import TextEncoder, TextEncoderConfig
+from hyrec.data import Dataset, Item
+from retrieval.hybrid import HybridConfig
+from retrieval.store import Filter
+from tests.conftest import checkerboard
+from tests.fakes import ScriptedLLM
+
+DIM = 32
+N_ITEMS = 24  # items 0-11 have genre "A", 12-23 genre "B"; even users like A, odd users B
+
+
+class BagOfWords:
+    """A deterministic stand-in for MiniLM: hashed words → a DIM-d vector."""
+
+    def encode(self, sentences: list[str], **kwargs) -> np.ndarray:
+        out = np.zeros((len(sentences), DIM), dtype=np.float32)
+        for row, s in enumerate(sentences):
+            for word in s.lower().replace(".", " ").replace(",", " ").split():
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % DIM] += 1.0
+            out[row, -1] += 0.01  # never all zeros
+        return out
+
+
+def fake_encoder(cache: Path) -> TextEncoder:
+    config = TextEncoderConfig(cache_dir=cache, show_progress=False)
+    return TextEncoder(config, model=BagOfWords(), model_id="bag-of-words")
+
+
+def tiny_dataset() -> Dataset:
+    ds = checkerboard(n_users=40, n_items=N_ITEMS)
+    items = tuple(
+        Item(it.item_id, f"{'Alpha' if i < 12 else 'Beta'} story {i}", "", it.attributes)
+        for i, it in enumerate(ds.items)
+    )
+    return Dataset(ds.name, items, ds.user_ids, ds.interactions)
+
+
+CHEAP = RecommenderConfig(
+    hybrid=HybridConfig(
+        components=("als", "itemknn", "semantic", "pop"),
+        sources=("als", "itemknn", "pop"),
+        per_source=8,
+        neighbours=5,
+        ranker="lightgbm",
+        component_overrides={"als": ALS(ALSConfig(factors=2))},
+    ),
+    rerank_candidates=10,
+    llm_reasons=2,
+)
+
+
+def build_model(folder: Path, cache: Path) -> Path:
+    """Fit the tiny hybrid and save it to ``folder`` (seconds)."""
+    model = Recommender.fit(tiny_dataset(), CHEAP, encoder=fake_encoder(cache))
+    model.save(folder)
+    model.close()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("model")
+    return build_model(root / "model", root / "cache"), root / "cache"
+
+
+@pytest.fixture
+def model(saved, tmp_path):
+    folder, cache = saved
+    with Recommender.load(
+        folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    ) as m:
+        yield m
+
+
+def block(item_id: str) -> str:
+    return "A" if int(item_id) < 12 else "B"
+
+
+def test_known_user_gets_typed_results_from_their_block(model):
+    recs = model.recommend("u0", k=5)  # even user: block A
+    assert isinstance(recs, Recommendations) and recs.user_id == "u0"
+    assert len(recs.items) == 5 and recs.fallbacks == () and recs.profile is None
+    seen = {model.catalogue.items[i].item_id for i in model._state("u0", None).sequence}
+    for rec in recs.items:
+        assert isinstance(rec, Recommendation)
+        assert rec.item_id not in seen
+        assert rec.title == model.catalogue.items[int(rec.item_id)].title
+        assert rec.sources and set(rec.contributions) == {"als", "itemknn", "semantic", "pop"}
+        assert isinstance(rec.reason, str) and rec.reason
+    assert [block(r.item_id) for r in recs.items].count("A") >= 4
+    scores = [r.score for r in recs.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_the_cold_start_path_not_an_exception(model):
+    recs = model.recommend("nobody-ever", k=6, explain=False)
+    assert recs.user_id == "nobody-ever" and len(recs.items) == 6
+    assert len({r.item_id for r in recs.items}) == 6
+    anonymous = model.recommend(None, k=6, explain=False)
+    assert [r.item_id for r in anonymous.items] == [r.item_id for r in recs.items]
+
+
+def test_history_alone_steers_an_anonymous_user(model):
+    recs = model.recommend(history=["12", "13", "14", "15"], k=5, explain=False)
+    assert [block(r.item_id) for r in recs.items].count("B") >= 4
+    assert not {"12", "13", "14", "15"} & {r.item_id for r in recs.items}
+
+
+def test_unknown_history_item_and_bad_k_are_clear_errors(model):
+    with pytest.raises(UnknownItemError, match="'nope'"):
+        model.recommend(history=["nope"])
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        model.recommend("u0", k=0)
+
+
+def test_filters_and_exclusions_hold(model):
+    recs = model.recommend("u0", k=5, filters=Filter(genres_any=("B",)), explain=False)
+    assert recs.items and all(block(r.item_id) == "B" for r in recs.items)
+    first = model.recommend("u0", k=3, explain=False).items[0].item_id
+    again = model.recommend("u0", k=3, exclude=[first], explain=False)
+    assert first not in {r.item_id for r in again.items}
+
+
+def test_query_text_shifts_a_cold_start_list(model):
+    if "query_vectors" not in model.hybrid.recommend_batch.__code__.co_varnames:
+        pytest.skip("HybridRecommender.recommend_batch has no query_vectors yet (H1)")
+    recs = model.recommend(None, k=5, query="beta story", explain=False)
+    assert [block(r.item_id) for r in recs.items].count("B") >= 4
+
+
+def test_search_finds_text_matches(model):
+    hits = model.search("beta story 17", k=3)
+    assert hits[0].item_id == "17" and hits[0].sources == ("query",)
+    with pytest.raises(ValueError, match="empty"):
+        model.search("  ")
+
+
+def test_similar_items_come_from_the_same_block(model):
+    if not hasattr(model.hybrid, "similar"):
+        pytest.skip("HybridRecommender.similar is not there yet (H1)")
+    sims = model.similar_items("3", k=5)
+    assert len(sims) == 5 and "3" not in {s.item_id for s in sims}
+    assert [block(s.item_id) for s in sims].count("A") >= 4
+    with pytest.raises(UnknownItemError, match="not in the catalogue"):
+        model.similar_items("999")
+
+
+def test_explain_returns_a_reason_and_names_unknown_items(model):
+    assert isinstance(model.explain("u0", "5"), str) and model.explain("u0", "5")
+    with pytest.raises(UnknownItemError):
+        model.explain("u0", "999")
+
+
+def test_save_load_round_trip_keeps_config_and_answers(saved, model, tmp_path):
+    folder, cache = saved
+    body = json.loads((folder / "recommender.json").read_text())
+    assert body["config"]["rerank_candidates"] == 10 and len(body["salt"]) == 32
+    with Recommender.load(
+        folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "other.sqlite3"
+    ) as again:
+        a = model.recommend("u3", k=5, explain=False)
+        b = again.recommend("u3", k=5, explain=False)
+        assert [r.item_id for r in a.items] == [r.item_id for r in b.items]
+        assert again.config.llm_reasons == 2
+
+
+def test_load_of_a_missing_model_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved hybrid model"):
+        Recommender.load(tmp_path)
+
+
+# ---- the LLM path, scripted ----------
+def llm_model(saved, tmp_path, llm) -> Recommender:
+    folder, cache = saved
+    return Recommender.load(
+        folder, llm=llm, encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    )
+
+
+def test_a_dead_llm_degrades_every_stage_and_says_so(saved, tmp_path):
+    with llm_model(saved, tmp_path, ScriptedLLM([LLMUnavailable("down")], repeat_last=True)) as m:
+        recs = m.recommend("u1", k=4)
+    assert len(recs.items) == 4 and all(r.reason for r in recs.items)
+    assert any(f.startswith("rerank:") for f in recs.fallbacks)
+    assert any(f.startswith("profile:") for f in recs.fallbacks)
+    assert recs.profile is not None and recs.profile.source == "fallback"
+    assert [block(r.item_id) for r in recs.items].count("B") >= 3
+
+
+def test_a_slow_llm_times_out_into_fallbacks(saved, tmp_path):
+    llm = ScriptedLLM([LLMTimeout("slow")], repeat_last=True)
+    with llm_model(saved, tmp_path, llm) as m:
+        recs = m.recommend("u2", k=3)
+    assert len(recs.items) == 3 and recs.fallbacks
+
+
+def test_prompts_never_carry_the_raw_user_id(saved, tmp_path):
+    llm = ScriptedLLM(["not json"], repeat_last=True)
+    with llm_model(saved, tmp_path, llm) as m:
+        m.recommend("u7", k=3)
+    assert llm.calls
+    for call in llm.calls:
+        text = " ".join(msg.content for msg in call["messages"])
+        assert "u7" not in text.split() and '"u7"' not in text
