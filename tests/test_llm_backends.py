@@ -1,0 +1,451 @@
+"""Unit tests for the LLM settings and the OpenAI-compatible HTTP backend (no model, no server
+process): settings precedence, the request body, response parsing, error mapping, concurrency."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent import embedded
+from agent.backends import OpenAICompatibleLLM, api_root, connect
+from agent.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
+from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
+from agent.settings import LLMSettings
+from agent.transformers_llm import _with_schema_hint
+from hyrec.cli_llm import choose_engine, vllm_command
+
+HI = [Message("user", "hi")]
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def reply(text: str = "hello", **extra: object) -> dict:
+    body = {
+        "model": "m1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+    body["choices"][0].update(extra)
+    return body
+
+
+class Recorder:
+    """An httpx MockTransport handler that records request bodies and answers from a script."""
+
+    def __init__(self, *answers: httpx.Response | Exception | dict):
+        self.answers = list(answers)
+        self.bodies: list[dict] = []
+        self.headers: list[httpx.Headers] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(request.content) if request.content else {})
+        self.headers.append(request.headers)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, dict):
+            return httpx.Response(200, json=answer)
+        return answer
+
+
+def client(handler: Recorder, **settings: object) -> OpenAICompatibleLLM:
+    config = LLMSettings(base_url="http://llm.test/v1", model="m1", **settings)  # type: ignore[arg-type]
+    return OpenAICompatibleLLM(config, transport=httpx.MockTransport(handler))
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "default" / "config.toml"
+    monkeypatch.setattr("agent.settings.default_config_path", lambda: path)
+    return path
+
+
+def test_settings_defaults_without_file_or_env(no_default_file: Path) -> None:
+    assert LLMSettings.from_env(environ={}) == LLMSettings()
+
+
+def test_settings_env_overrides_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[llm]\nbase_url = "http://file:1/v1"\nmodel = "file-model"\ntimeout = 7\n')
+    env = {"HYREC_LLM_MODEL": "env-model", "HYREC_LLM_MAX_CONCURRENCY": "4"}
+    settings = LLMSettings.from_env(path, environ=env)
+    assert settings.base_url == "http://file:1/v1"  # file only
+    assert settings.model == "env-model"  # env beats file
+    assert settings.timeout == 7.0 and settings.max_concurrency == 4
+    assert settings.api_key == "none"  # default
+
+
+def test_settings_file_from_hyrec_config_env_and_default_path(
+    tmp_path: Path, no_default_file: Path
+) -> None:
+    named = tmp_path / "named.toml"
+    named.write_text('[llm]\nmodel = "named"\n')
+    assert LLMSettings.from_env(environ={"HYREC_CONFIG": str(named)}).model == "named"
+    no_default_file.parent.mkdir()
+    no_default_file.write_text('[llm]\nmodel = "default-file"\nbackend = "transformers"\n')
+    settings = LLMSettings.from_env(environ={})
+    assert (settings.model, settings.backend) == ("default-file", "transformers")
+
+
+def test_settings_empty_env_var_is_unset(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[llm]\nbase_url = "http://file:1"\n')
+    settings = LLMSettings.from_env(path, environ={"HYREC_LLM_BASE_URL": "  "})
+    assert settings.base_url == "http://file:1"
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "words"),
+    [
+        ("", {"HYREC_LLM_TIMEOUT": "soon"}, ["timeout", "environment"]),
+        ("", {"HYREC_LLM_MAX_CONCURRENCY": "0"}, ["max_concurrency"]),
+        ("", {"HYREC_LLM_BACKEND": "ollama"}, ["backend"]),
+        ('[llm]\nmodle = "x"\n', {}, ["modle", "c.toml"]),
+        ('[llm]\nbase_url = "localhost:8000"\n', {}, ["base_url", "http://"]),
+        ("[llm\n", {}, ["not valid TOML"]),
+    ],
+)
+def test_settings_invalid_values_name_the_problem(
+    tmp_path: Path, content: str, env: dict, words: list[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:
+        LLMSettings.from_env(path, environ=env)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_settings_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        LLMSettings.from_env(tmp_path / "nope.toml", environ={})
+    with pytest.raises(FileNotFoundError):
+        LLMSettings.from_env(environ={"HYREC_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_settings_constructor_validates() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        LLMSettings(timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("url", "root"),
+    [
+        ("http://h:1", "http://h:1/v1"),
+        ("http://h:1/", "http://h:1/v1"),
+        ("http://h:1/v1/", "http://h:1/v1"),
+        ("https://api.example.com/openai/v1", "https://api.example.com/openai/v1"),
+    ],
+)
+def test_api_root(url: str, root: str) -> None:
+    assert api_root(url) == root
+
+
+# --- request body and response parsing ----------------------------------------------------------
+
+
+def test_request_body_sends_max_tokens_and_parses_reply() -> None:
+    handler = Recorder(reply("hello there"))
+    llm = client(handler, api_key="sk-test")
+    assert isinstance(llm, LLM)
+    out = llm.complete([Message("system", "be brief"), *HI], max_tokens=12, temperature=0.5)
+    body = handler.bodies[0]
+    assert body["max_tokens"] == 12 and "max_completion_tokens" not in body
+    assert body["model"] == "m1" and body["temperature"] == 0.5
+    assert body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+    ]
+    assert "response_format" not in body and "logprobs" not in body
+    assert handler.headers[0]["authorization"] == "Bearer sk-test"
+    assert out.text == "hello there" and out.model == "m1"
+    assert out.usage["completion_tokens"] == 2 and out.tokens is None
+    assert out.seconds >= 0
+
+
+def test_logprobs_are_requested_and_mapped() -> None:
+    logprobs = {
+        "content": [
+            {
+                "token": "Hel",
+                "logprob": -0.1,
+                "top_logprobs": [
+                    {"token": "Hel", "logprob": -0.1},
+                    {"token": "Hi", "logprob": -2.5},
+                ],
+            },
+            {"token": "lo", "logprob": -0.3, "top_logprobs": [{"token": "lo", "logprob": -0.3}]},
+        ]
+    }
+    handler = Recorder(reply("Hello", logprobs=logprobs))
+    out = client(handler).complete(HI, logprobs=2)
+    assert handler.bodies[0]["logprobs"] is True and handler.bodies[0]["top_logprobs"] == 2
+    assert out.tokens == ("Hel", "lo") and out.logprobs == (-0.1, -0.3)
+    assert out.top_logprobs == ({"Hel": -0.1, "Hi": -2.5}, {"lo": -0.3})
+
+
+@pytest.mark.parametrize("fmt", ["json_schema", "json_object"])
+def test_json_schema_request_formats(fmt: str) -> None:
+    handler = Recorder(reply('{"a": 1}'))
+    client(handler, json_format=fmt).complete(HI, json_schema=SCHEMA)
+    sent = handler.bodies[0]["response_format"]
+    assert sent["type"] == fmt
+    schema = sent["json_schema"]["schema"] if fmt == "json_schema" else sent["schema"]
+    assert schema == SCHEMA
+
+
+def test_auto_json_format_falls_back_to_json_object_once() -> None:
+    rejected = httpx.Response(
+        500, json={"error": {"message": "loc ('body','response_format','type'): literal_error"}}
+    )
+    handler = Recorder(rejected, reply('{"a": 1}'), reply('{"a": 2}'))
+    llm = client(handler)  # json_format="auto"
+    assert llm.complete(HI, json_schema=SCHEMA).text == '{"a": 1}'
+    assert llm.complete(HI, json_schema=SCHEMA).text == '{"a": 2}'
+    kinds = [b["response_format"]["type"] for b in handler.bodies]
+    assert kinds == ["json_schema", "json_object", "json_object"]
+
+
+def test_fixed_json_format_does_not_retry() -> None:
+    rejected = httpx.Response(400, json={"error": {"message": "bad response_format"}})
+    handler = Recorder(rejected)
+    with pytest.raises(LLMError, match="HTTP 400"):
+        client(handler, json_format="json_schema").complete(HI, json_schema=SCHEMA)
+    assert len(handler.bodies) == 1
+
+
+def test_null_content_is_empty_text() -> None:
+    out = client(Recorder(reply(None))).complete(HI)  # type: ignore[arg-type]
+    assert out.text == ""
+
+
+# --- error mapping ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.ConnectError("refused"), LLMUnavailable),
+        (httpx.ConnectTimeout("no route"), LLMUnavailable),
+        (httpx.RemoteProtocolError("server disconnected"), LLMUnavailable),
+        (httpx.ReadTimeout("slow"), LLMTimeout),
+        (httpx.WriteTimeout("slow"), LLMTimeout),
+        (httpx.Response(503, json={"error": {"message": "loading"}}), LLMUnavailable),
+        (httpx.Response(502, text="bad gateway"), LLMUnavailable),
+        (httpx.Response(504, text="gateway timeout"), LLMTimeout),
+        (httpx.Response(408, text="timeout"), LLMTimeout),
+        (httpx.Response(400, json={"error": {"message": "context too long"}}), LLMError),
+        (httpx.Response(500, text="boom"), LLMError),
+        (httpx.Response(200, text="<html>not json</html>"), LLMError),
+        (httpx.Response(200, json={"choices": []}), LLMError),
+        (httpx.Response(200, json={"id": "x"}), LLMError),
+    ],
+)
+def test_error_mapping(answer: httpx.Response | Exception, error: type[LLMError]) -> None:
+    with pytest.raises(LLMError) as info:
+        client(Recorder(answer)).complete(HI)
+    assert type(info.value) is error
+
+
+def test_error_messages_say_what_to_fix() -> None:
+    with pytest.raises(LLMError, match="HYREC_LLM_API_KEY"):
+        client(Recorder(httpx.Response(401, json={"error": "bad key"}))).complete(HI)
+    with pytest.raises(LLMError, match="HYREC_LLM_MODEL"):
+        client(Recorder(httpx.Response(404, json={"error": "no model"}))).complete(HI)
+    with pytest.raises(LLMError, match="context too long"):
+        answer = httpx.Response(400, json={"error": {"message": "context too long"}})
+        client(Recorder(answer)).complete(HI)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_tokens": 0}, {"temperature": -1.0}, {"logprobs": -1}, {"timeout": 0.0}]
+)
+def test_bad_arguments_raise_value_error(kwargs: dict) -> None:
+    handler = Recorder(reply())
+    with pytest.raises(ValueError):
+        client(handler).complete(HI, **kwargs)
+    with pytest.raises(ValueError, match="messages"):
+        client(handler).complete([])
+    assert handler.bodies == []
+
+
+def test_requires_base_url() -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        OpenAICompatibleLLM(LLMSettings())
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded_and_thread_safe() -> None:
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return httpx.Response(
+            200, json=reply(json.loads(request.content)["messages"][0]["content"])
+        )
+
+    config = LLMSettings(base_url="http://llm.test/v1", max_concurrency=2, timeout=10)
+    llm = OpenAICompatibleLLM(config, transport=httpx.MockTransport(slow))
+    results: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        results[i] = llm.complete([Message("user", f"q{i}")]).text
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: f"q{i}" for i in range(8)}  # each caller got its own answer
+    assert state["peak"] == 2
+
+
+def test_waiting_for_a_slot_counts_toward_the_timeout() -> None:
+    release = threading.Event()
+
+    def blocked(request: httpx.Request) -> httpx.Response:
+        release.wait(5)
+        return httpx.Response(200, json=reply())
+
+    config = LLMSettings(base_url="http://llm.test/v1", max_concurrency=1, timeout=10)
+    llm = OpenAICompatibleLLM(config, transport=httpx.MockTransport(blocked))
+    first = threading.Thread(target=llm.complete, args=(HI,))
+    first.start()
+    time.sleep(0.05)
+    start = time.perf_counter()
+    with pytest.raises(LLMTimeout, match="slot"):
+        llm.complete(HI, timeout=0.2)
+    assert time.perf_counter() - start < 1.0
+    release.set()
+    first.join()
+
+
+# --- real sockets: a tiny local HTTP server ---------------------------------------------------
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    delay = 0.0
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._send({"object": "list", "data": [{"id": "slow-model"}]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(self.delay)
+        self._send(reply("late"))
+
+    def _send(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
+            self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_server() -> str:
+    handler = type("Slow", (_SlowHandler,), {"delay": 1.5})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_real_server_timeout_and_success(slow_server: str) -> None:
+    llm = OpenAICompatibleLLM(LLMSettings(base_url=slow_server, timeout=5))
+    start = time.perf_counter()
+    with pytest.raises(LLMTimeout):
+        llm.complete(HI, timeout=0.3)
+    assert time.perf_counter() - start < 1.2
+    assert llm.complete(HI).text == "late"
+    assert llm.models() == ["slow-model"]
+    llm.close()
+
+
+def test_real_closed_port_is_unavailable() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(LLMUnavailable, match="cannot reach"):
+        OpenAICompatibleLLM(LLMSettings(base_url=url)).complete(HI, timeout=2)
+
+
+# --- connect() without a model --------------------------------------------------------------------
+
+
+def test_connect_probes_a_configured_server(slow_server: str) -> None:
+    with connect(LLMSettings(base_url=slow_server)) as handle:
+        assert not handle.embedded and handle.base_url == slow_server + "/v1"
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(LLMUnavailable, match="does not answer"):
+        connect(LLMSettings(base_url=down))
+
+
+def test_connect_without_url_or_embedded_is_unavailable() -> None:
+    with pytest.raises(LLMUnavailable, match="HYREC_LLM_BASE_URL"):
+        connect(LLMSettings(), start_embedded=False)
+
+
+def test_embedded_without_llama_cpp_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "llama_cpp_installed", lambda: False)
+    with pytest.raises(LLMUnavailable, match="llama-cpp-python"):
+        connect(LLMSettings())
+
+
+def test_embedded_with_missing_model_file(tmp_path: Path) -> None:
+    server = EmbeddedServer(EmbeddedServerConfig(model_path=tmp_path / "none.gguf"))
+    with pytest.raises(LLMUnavailable, match="does not exist"):
+        server.command(8000)
+    assert not server.running()
+
+
+def test_embedded_command_passes_threads_and_context() -> None:
+    config = EmbeddedServerConfig(model_path=Path(__file__), n_threads=2, n_ctx=1024, port=9)
+    argv = EmbeddedServer(config).command(9)
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert flags["--n_threads"] == "2" and flags["--n_ctx"] == "1024"
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "9"
+    assert flags["--model_alias"] == "smollm2"
+
+
+# --- transformers prompt hint and CLI helpers -----------------------------------------------------
+
+
+def test_schema_hint_goes_into_the_system_message() -> None:
+    chat = _with_schema_hint([Message("system", "be brief"), *HI], SCHEMA)
+    assert len(chat) == 2 and chat[0]["content"].startswith("be brief")
+    assert json.dumps(SCHEMA, separators=(",", ":")) in chat[0]["content"]
+    chat = _with_schema_hint(HI, SCHEMA)
+    assert [m["role"] for m in chat] == ["system", "user"]
+    assert _with_schema_hint(HI, None) == [{"role": "user", "content": "hi"}]
+
+
+def test_cli_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hyrec.cli_llm.vllm_available", lambda: False)
+    assert choose_engine("auto") == "llama.cpp"
+    monkeypatch.setattr("hyrec.cli_llm.vllm_available", lambda: True)
+    assert choose_engine("auto") == "vllm" and choose_engine("llama.cpp") == "llama.cpp"
+    argv = vllm_command("org/model", "127.0.0.1", 8001, "model")
+    assert argv[argv.index("--port") + 1] == "8001"
+    assert argv[argv.index("--served-model-name") + 1] == "model"
