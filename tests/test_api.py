@@ -70,9 +70,9 @@ CHEAP = RecommenderConfig(
 )
 
 
-def build_model(folder: Path, cache: Path) -> Path:
+def build_model(folder: Path, cache: Path, encoder: TextEncoder | None = None) -> Path:
     """Fit the tiny hybrid and save it to ``folder`` (seconds)."""
-    model = Recommender.fit(tiny_dataset(), CHEAP, encoder=fake_encoder(cache))
+    model = Recommender.fit(tiny_dataset(), CHEAP, encoder=encoder or fake_encoder(cache))
     model.save(folder)
     model.close()
     return folder

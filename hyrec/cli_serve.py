@@ -1,0 +1,70 @@
+"""``hyrec serve``: the HTTP server over a saved model (registered by :mod:`hyrec.cli`).
+
+Also runnable alone: ``python -m hyrec.cli_serve --model-dir DIR --api-key KEY``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def serve(
+    model_dir: Annotated[Path, typer.Option(help="A folder written by `hyrec fit`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="HYREC_API_KEY", help="Bearer token clients must send."),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without a key (loopback addresses only).")
+    ] = False,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm/--no-llm",
+            help="Use the LLM stages (HYREC_LLM_* settings; embedded llama.cpp when no base URL). "
+            "Without one, or if it cannot start, the hybrid answers alone.",
+        ),
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
+    import uvicorn
+
+    from agent.http import check_auth_settings, create_app, open_model
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        key = check_auth_settings(host, api_key, no_auth)
+    except ValueError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+    if not 0 < port < 65536:
+        console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
+        raise typer.Exit(code=2)
+    try:
+        recommender, handle = open_model(model_dir, use_llm=llm)
+    except FileNotFoundError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+    app = create_app(recommender, api_key=key, closing=(handle,))
+    console.print(
+        f"hyrec serving {model_dir} on http://{host}:{port} (docs at /docs; "
+        f"LLM {'on' if recommender.llm is not None else 'off'})"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+
+
+if __name__ == "__main__":
+    typer.run(serve)
