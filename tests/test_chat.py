@@ -1,0 +1,351 @@
+"""The chat agent: rules path over a fake Recommender with a known answer, the LangChain tool path
+with a scripted tool-calling model, fallbacks, and (integration) a real fitted tiny Recommender."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from agent.api import FeedbackReceipt, Recommendation, Recommendations
+from agent.chat import ChatAgent, ChatReply, chat_mode, listed_items, make_chat_model
+from agent.intent import item_genres
+from agent.llm import Message
+from agent.settings import LLMSettings
+from agent.tools import ToolSession, make_tools
+from hyrec.data import Dataset
+from retrieval.store import Filter
+from tests.test_intent import tiny_catalogue
+
+LINE = re.compile(r"^(\d+)\. (.+) — (.+)$")
+
+
+class FakeRecommender:
+    """The Recommender contract over the tiny catalogue: filters honoured exactly, items ranked by
+    how many query words their text holds, then by popularity; every call recorded."""
+
+    def __init__(self, catalogue: Dataset, fail: Exception | None = None) -> None:
+        self.catalogue = catalogue
+        self.fail = fail
+        self.calls: list[tuple[str, dict]] = []
+
+    def _allowed(self, filters: Filter | None, exclude: Sequence[str]) -> list[int]:
+        f = filters or Filter()
+        out = []
+        for pos, item in enumerate(self.catalogue.items):
+            genres, year = set(item_genres(item)), item.attributes.get("year")
+            if f.genres_any and not genres & set(f.genres_any):
+                continue
+            if genres & set(f.genres_none):
+                continue
+            if f.year_min is not None and (year is None or year < f.year_min):
+                continue
+            if f.year_max is not None and (year is None or year > f.year_max):
+                continue
+            if item.item_id in set(exclude) | set(f.exclude_ids):
+                continue
+            out.append(pos)
+        return out
+
+    def _rank(self, query: str | None, positions: list[int], k: int) -> list[Recommendation]:
+        words = set(re.findall(r"[a-z]+", (query or "").lower()))
+        counts = {i: 0 for i in positions}
+        for i in self.catalogue.interactions.item:
+            if int(i) in counts:
+                counts[int(i)] += 1
+
+        def score(pos: int) -> float:
+            text = set(re.findall(r"[a-z]+", self.catalogue.items[pos].text().lower()))
+            return len(words & text) + 0.01 * counts[pos]
+
+        ranked = sorted(positions, key=lambda p: (-score(p), p))[:k]
+        return [
+            Recommendation(
+                self.catalogue.items[p].item_id,
+                self.catalogue.items[p].title,
+                score(p),
+                ("fake",),
+                {"fake": score(p)},
+                None,
+            )
+            for p in ranked
+        ]
+
+    def recommend(
+        self, user=None, *, history=None, k=10, context=None, query=None, filters=None,
+        exclude=(), explain=True,
+    ) -> Recommendations:  # fmt: skip
+        self.calls.append(("recommend", {"user": user, "k": k, "query": query,
+                                         "filters": filters, "exclude": tuple(exclude)}))  # fmt: skip
+        if self.fail is not None:
+            raise self.fail
+        items = self._rank(query, self._allowed(filters, exclude), k)
+        return Recommendations(user, tuple(items), ("rerank: none in the fake",))
+
+    def search(self, query: str, k: int = 10, filters: Filter | None = None):
+        self.calls.append(("search", {"query": query, "k": k, "filters": filters}))
+        return self._rank(query, self._allowed(filters, ()), k)
+
+    def similar_items(self, item_id: str, k: int = 10, filters: Filter | None = None):
+        self.calls.append(("similar_items", {"item_id": item_id, "k": k, "filters": filters}))
+        anchor = self.catalogue.items[self.catalogue.item_index[item_id]]
+        query = " ".join(item_genres(anchor))
+        return self._rank(query, self._allowed(filters, (item_id,)), k)
+
+    def explain(self, user: str, item_id: str) -> str:
+        self.calls.append(("explain", {"user": user, "item_id": item_id}))
+        return "you rated similar films highly"
+
+    def feedback(self, user: str, item_id: str, event: str, value: float | None = None):
+        self.calls.append(("feedback", {"user": user, "item_id": item_id, "event": event}))
+        return FeedbackReceipt(7, user, item_id, event, value, 0.0, event == "like")
+
+
+@pytest.fixture
+def cat() -> Dataset:
+    return tiny_catalogue()
+
+
+@pytest.fixture
+def rec(cat) -> FakeRecommender:
+    return FakeRecommender(cat)
+
+
+def user(text: str) -> Message:
+    return Message("user", text)
+
+
+def lines(reply: ChatReply) -> list[re.Match]:
+    return [m for m in (LINE.match(x) for x in reply.text.splitlines()) if m]
+
+
+def test_like_alien_but_funnier(rec, cat):
+    reply = ChatAgent(rec, k=3).reply([user("something like Alien but funnier, for tonight")])
+    name, call = rec.calls[-1]
+    assert name == "recommend"
+    assert call["query"] == reply.intent.query_text and "crowd-pleaser" in call["query"]
+    assert call["filters"] == Filter(genres_any=("Comedy",))
+    assert call["exclude"] == ("1",)
+    ids = [r.item_id for r in reply.items]
+    assert ids == ["6", "5", "4"]  # the sci-fi comedies first: their text shares most words
+    assert [m.group(1) for m in lines(reply)] == ["1", "2", "3"]
+    assert listed_items(reply.text, cat) == ids
+    assert "Comedy as asked" in lines(reply)[0].group(3)
+    assert not reply.used_llm_tools
+
+
+def test_follow_up_resolves_the_second_one_and_keeps_constraints(rec, cat):
+    agent = ChatAgent(rec, k=2)
+    first = agent.reply([user("no horror, 90s, for kids")])
+    assert [r.item_id for r in first.items] == ["4", "7"]
+    convo = [user("no horror, 90s, for kids"), Message("assistant", first.text)]
+    second = agent.reply([*convo, user("more like the second one")])
+    assert second.intent.anchors == ("7",)
+    f = second.intent.filters
+    assert (f.genres_none, f.year_min, f.year_max) == (("Horror",), 1990, 1999)
+    assert set(rec.calls[-1][1]["exclude"]) == {"4", "7"}
+    assert [r.item_id for r in second.items] == ["13"]  # the only other 90s children's film
+
+
+def test_pure_like_uses_similar_items(rec):
+    reply = ChatAgent(rec, k=2).reply([user("like Aliens")])
+    assert rec.calls[-1][0] == "similar_items"
+    assert "2" not in [r.item_id for r in reply.items]
+    assert "close to" in reply.text or "like Aliens" in reply.text
+
+
+def test_cold_start_user_gets_the_query_path(rec):
+    reply = ChatAgent(rec).reply([user("I love clever space movies")], user_id="newcomer")
+    call = rec.calls[-1][1]
+    assert call["user"] == "newcomer"
+    assert call["filters"] == Filter(genres_any=("Sci-Fi",))
+    assert "new here" in reply.text.splitlines()[0]
+    assert all("Sci-Fi" in item_genres(rec.catalogue.items[rec.catalogue.item_index[r.item_id]])
+               for r in reply.items)  # fmt: skip
+
+
+def test_known_user_is_passed_through(rec):
+    ChatAgent(rec).reply([user("something funny")], user_id="u1")
+    assert rec.calls[-1][1]["user"] == "u1"
+
+
+def test_unsatisfiable_genre_is_relaxed_and_said(rec):
+    reply = ChatAgent(rec, k=2).reply([user("a musical from the 70s")])
+    assert len(reply.items) == 2
+    assert all(1970 <= int(r.title[-5:-1]) <= 1979 for r in reply.items)
+    assert "relaxed" in reply.text
+
+
+def test_nothing_found_says_so(rec):
+    reply = ChatAgent(rec).reply([user("a western before 1930")])
+    assert reply.items == ()
+    assert reply.text.startswith("I found nothing")
+
+
+def test_count_in_the_request_wins(rec):
+    assert len(ChatAgent(rec, k=5).reply([user("two comedies")]).items) == 2
+
+
+def test_recommender_failure_never_crashes(cat):
+    rec = FakeRecommender(cat, fail=RuntimeError("index is gone"))
+    reply = ChatAgent(rec).reply([user("something funny")])
+    assert reply.items == ()
+    assert any("RuntimeError: index is gone" in f for f in reply.fallbacks)
+
+
+def test_messages_must_end_with_the_user(rec):
+    with pytest.raises(ValueError, match="end with the user"):
+        ChatAgent(rec).reply([Message("assistant", "hi")])
+    with pytest.raises(ValueError, match="k must be"):
+        ChatAgent(rec, k=0)
+
+
+# ---- tool path ------------------------------------------------------------------------------
+
+
+class ScriptedChatModel:
+    """A LangChain-style chat model: ``bind_tools`` returns itself; ``invoke`` replays a script."""
+
+    def __init__(self, script: list[AIMessage | Exception]) -> None:
+        self.script = list(script)
+        self.seen: list[list] = []
+        self.tools: list = []
+
+    def bind_tools(self, tools):
+        self.tools = list(tools)
+        return self
+
+    def invoke(self, messages):
+        self.seen.append(list(messages))
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def call(name: str, args: dict, id_: str = "c1") -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": id_, "type": "tool_call"}])
+
+
+def test_tool_model_drives_search(rec, cat):
+    model = ScriptedChatModel(
+        [
+            call("search_catalog", {"query": "funny space", "genres_any": ["Comedy"], "k": 3}),
+            AIMessage("Here are funny space films."),
+        ]
+    )
+    reply = ChatAgent(rec, chat_model=model).reply([user("funny space stuff")])
+    assert reply.used_llm_tools and reply.fallbacks == ()
+    assert {t.name for t in model.tools} == {
+        "search_catalog", "recommend_for_user", "similar_items", "explain", "record_feedback"
+    }  # fmt: skip
+    assert rec.calls[-1] == (
+        "search", {"query": "funny space", "k": 3, "filters": Filter(genres_any=("Comedy",))}
+    )  # fmt: skip
+    assert reply.text.splitlines()[0] == "Here are funny space films."
+    assert listed_items(reply.text, cat) == [r.item_id for r in reply.items]
+    tool_result = model.seen[1][-1].content
+    assert json.loads(tool_result)[0]["item_id"] == reply.items[0].item_id
+
+
+def test_tool_model_similar_by_title_and_feedback(rec):
+    model = ScriptedChatModel(
+        [
+            call("record_feedback", {"item": "the godfather", "event": "like"}, "a"),
+            call("similar_items", {"item": "Godfather, The (1972)", "k": 2}, "b"),
+            AIMessage("Noted."),
+        ]
+    )
+    reply = ChatAgent(rec, chat_model=model).reply([user("loved the godfather")], user_id="u1")
+    assert ("feedback", {"user": "u1", "item_id": "3", "event": "like"}) in rec.calls
+    assert rec.calls[-1][0] == "similar_items" and rec.calls[-1][1]["item_id"] == "3"
+    assert len(reply.items) == 2 and reply.used_llm_tools
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ([ConnectionError("server down")], "ConnectionError: server down"),
+        ([AIMessage("I think you'd like Alien.")], "LookupError"),  # answered without tools
+    ],
+)
+def test_tool_failures_fall_back_to_rules(rec, script, expected):
+    reply = ChatAgent(rec, chat_model=ScriptedChatModel(script)).reply([user("something funny")])
+    assert not reply.used_llm_tools
+    assert any(expected in f and "used rules" in f for f in reply.fallbacks)
+    assert reply.items and rec.calls[-1][0] == "recommend"
+
+
+def test_tools_report_errors_instead_of_raising(rec):
+    session = ToolSession()
+    tools = {t.name: t for t in make_tools(rec, None, session)}
+    out = json.loads(tools["similar_items"].invoke({"item": "No Such Film"}))
+    assert "no catalogue item" in out["error"]
+    assert (
+        "user"
+        in json.loads(tools["record_feedback"].invoke({"item": "1", "event": "like"}))["error"]
+    )
+    assert [ok for _, _, ok in session.calls] == [False, False]
+    assert session.items == []
+
+
+def test_chat_mode_and_model_selection():
+    assert chat_mode({}) == "auto"
+    assert chat_mode({"HYREC_CHAT_TOOLS": "LLM"}) == "llm"
+    with pytest.raises(ValueError, match="HYREC_CHAT_TOOLS"):
+        chat_mode({"HYREC_CHAT_TOOLS": "maybe"})
+    packaged = LLMSettings()
+    served = LLMSettings(base_url="http://gpu:8000/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    assert make_chat_model(packaged, "auto") is None
+    assert make_chat_model(served, "rules") is None
+    with pytest.raises(ValueError, match="HYREC_LLM_BASE_URL"):
+        make_chat_model(packaged, "llm")
+    model = make_chat_model(served, "auto")
+    assert model.model_name == "Qwen/Qwen2.5-7B-Instruct"
+    assert model.extra_body == {"max_tokens": 512}
+    assert str(model.openai_api_base).startswith("http://gpu:8000")
+
+
+# ---- a real fitted Recommender ----------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_chat_on_a_real_fitted_model(tmp_path: Path):
+    from agent.api import Recommender, RecommenderConfig
+    from encoders.collaborative import ALS, ALSConfig
+    from retrieval.hybrid import HybridConfig
+
+    config = RecommenderConfig(
+        hybrid=HybridConfig(
+            components=("als", "itemknn", "semantic", "pop"),
+            sources=("als", "itemknn", "pop"),
+            per_source=8,
+            neighbours=5,
+            ranker="lightgbm",
+            component_overrides={"als": ALS(ALSConfig(factors=2))},
+        ),
+    )
+    model = Recommender.fit(tiny_catalogue(), config)
+    agent = ChatAgent(model, k=3)
+    convo = [user("something like Alien but funnier, for tonight")]
+    first = agent.reply(convo)
+    assert first.items and all(r.item_id != "1" for r in first.items)
+    assert all(
+        "Comedy" in item_genres(model.catalogue.items[model.catalogue.item_index[r.item_id]])
+        for r in first.items
+    )
+    assert [m.group(1) for m in lines(first)] == [str(i + 1) for i in range(len(first.items))]
+    convo += [Message("assistant", first.text), user("more like the second one")]
+    second = agent.reply(convo)
+    assert second.intent.anchors == (first.items[1].item_id,)
+    assert not {r.item_id for r in second.items} & {r.item_id for r in first.items}
+    cold = agent.reply([user("no horror, 90s, for kids")], user_id="someone-new")
+    assert cold.items and all(
+        "Horror" not in item_genres(model.catalogue.items[model.catalogue.item_index[r.item_id]])
+        for r in cold.items
+    )
+    model.close()
