@@ -79,8 +79,8 @@ class FakeRecommender:
         self, user=None, *, history=None, k=10, context=None, query=None, filters=None,
         exclude=(), explain=True,
     ) -> Recommendations:  # fmt: skip
-        self.calls.append(("recommend", {"user": user, "k": k, "query": query,
-                                         "filters": filters, "exclude": tuple(exclude)}))  # fmt: skip
+        args = {"user": user, "k": k, "query": query, "filters": filters}
+        self.calls.append(("recommend", {**args, "exclude": tuple(exclude)}))
         if self.fail is not None:
             raise self.fail
         items = self._rank(query, self._allowed(filters, exclude), k)
