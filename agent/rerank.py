@@ -289,10 +289,8 @@ class LLMReranker:
         cand_titles = [titles[r] for r in window]
         emb = None if embeddings is None else np.asarray(embeddings)[window]
         llm_rel, error = None, None
-        if self.llm is not None and len(cand) >= 2:
+        if self.llm is not None and len(cand) >= 2:  # one candidate: nothing to ask
             llm_rel, error = self._ask(history_titles, cand_titles)
-        elif self.llm is not None:
-            error = "fewer than two candidates: nothing to re-rank"
         if error is not None:
             self._count("fallbacks")
             log.warning("rerank: %s; using %s", error, "MMR" if emb is not None else "head order")

@@ -321,3 +321,17 @@ def test_cli_rejects_unknown_users_and_non_model_folders(model_dir: Path, tmp_pa
     assert bad_user.exit_code == 2 and "nobody" in bad_user.stderr
     bad_dir = run_cli("--model-dir", str(tmp_path / "nothing"), "--users", "u1", "--no-llm")
     assert bad_dir.exit_code == 2 and "not a saved model folder" in bad_dir.stderr
+
+
+@pytest.mark.integration
+def test_real_server_profile_has_the_right_structure(llm_server, events) -> None:
+    service = ProfileService(
+        llm_server.llm, config=ProfileConfig(timeout=60.0, show_progress=False)
+    )
+    p = service.profile("u", events)
+    assert isinstance(p, InterestProfile) and service.stats["llm_calls"] >= 1
+    if p.source == "llm":
+        assert p.likes and all(isinstance(x, str) and x for x in p.likes) and p.summary
+        assert p.model and p.prompt_version.startswith("profile@")
+    else:  # the small model's answer failed validation twice: the fallback says why
+        assert p.fallback_reason and p.likes == fallback_profile(events).likes

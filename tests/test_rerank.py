@@ -71,6 +71,29 @@ def test_mmr_returns_distinct_candidates_only(n: int, k: int, lam: float, seed: 
     assert set(out.items.tolist()) <= set(c.items.tolist())
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 26),
+    k=st.integers(1, 12),
+    answer=st.one_of(
+        st.lists(st.sampled_from([*"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "999", "a", ""]), max_size=30),
+        st.text(max_size=40),
+    ),
+    probs=st.dictionaries(st.sampled_from([*"ABCDEZ", " A", "The", "1"]), st.floats(0.01, 1)),
+)
+def test_llm_rerank_never_returns_an_unknown_or_duplicate_item(n, k, answer, probs) -> None:
+    rng = np.random.default_rng(n * 31 + k)
+    c = ItemList(rng.choice(500, n, replace=False), rng.normal(size=n).astype(np.float32))
+    listwise = json.dumps({"ranking": answer}) if isinstance(answer, list) else answer
+    first = label_logprobs(probs) if probs else Completion(text="x")
+    reranker = LLMReranker(ScriptedLLM([first, listwise]))
+    result = reranker.rerank([], c, [f"t{i}" for i in range(n)], rng.normal(size=(n, 3)), k)
+    got = result.items.items.tolist()
+    assert len(got) == min(n, k) and len(set(got)) == len(got)
+    assert set(got) <= set(c.items.tolist())
+    assert result.method in ("llm", "mmr")
+
+
 def test_label_probabilities_merge_token_variants_and_reject_non_labels() -> None:
     p = label_probabilities(
         label_logprobs({"A": 0.2, " B": 0.3, "B.": 0.1}, extra={"The": 0.4}), "ABC"
@@ -260,3 +283,46 @@ def test_bad_explanations_fall_back(reply, caplog) -> None:
 
 def test_empty_history_gets_a_generic_reason() -> None:
     assert explain(ScriptedLLM([]), [], ALIENS)
+
+
+# ---- against real backends -----------------------------------------------------------------------
+def test_a_real_client_to_a_dead_server_falls_back(caplog) -> None:
+    from agent.backends import OpenAICompatibleLLM
+    from agent.settings import LLMSettings
+
+    llm = OpenAICompatibleLLM(LLMSettings(base_url="http://127.0.0.1:9/v1", timeout=2.0))
+    with caplog.at_level(logging.WARNING):
+        result = LLMReranker(llm).rerank(["Up"], cands(), TITLES, clustered(), 4)
+        reason = explanation(llm, HISTORY, ALIENS)
+    assert result.method == "mmr" and "unavailable" in result.error
+    assert reason.source == "fallback" and "unavailable" in caplog.text.lower()
+
+
+@pytest.mark.integration
+def test_real_server_rerank_and_explanation_have_the_right_structure(llm_server) -> None:
+    titles = [
+        "Toy Story (1995)",
+        "Heat (1995)",
+        "Casino (1995)",
+        "Babe (1995)",
+        "Se7en (1995)",
+        "Jumanji (1995)",
+        "Balto (1995)",
+        "Sabrina (1995)",
+        "GoldenEye (1995)",
+        "Nixon (1995)",
+    ]
+    c = cands(10)
+    reranker = LLMReranker(llm_server.llm, RerankConfig(timeout=60.0))
+    result = reranker.rerank(
+        ["Aladdin (1992)", "The Lion King (1994)"], c, titles, np.eye(10, dtype=np.float32), k=5
+    )
+    got = result.items.items.tolist()
+    assert len(got) == 5 and len(set(got)) == 5 and set(got) <= set(c.items.tolist())
+    assert reranker.stats["llm_calls"] >= 1
+    if result.method == "llm":  # the server answered with labels: check what it returned
+        assert result.llm_scores is not None and np.all(result.llm_scores >= 0)
+    else:
+        assert result.error  # otherwise it says why it fell back
+    reason = explanation(llm_server.llm, HISTORY, ALIENS, timeout=60.0)
+    assert reason.text and reason.anchor in {e.title for e in HISTORY}

@@ -1,0 +1,287 @@
+"""Ablation of the LLM stages on ML-100K: profile feature off/on, re-rank off / MMR / LLM.
+
+Uses the harness's leave-one-out split, seeded user sample and full-catalogue metrics
+(:func:`hyrec.metrics.evaluate`). Two hybrids with the same cheaper component set are fitted (a full
+hybrid with SASRec and LightGCN costs ~12 min here): one without and one with the
+``profile_cosine`` feature (``HybridRecommender.profile_fn``). The head is trained on the inner
+split's histories, so its profiles never see the head's target; training users get the
+deterministic fallback profiles (an LLM call per training user and split would take hours on this
+machine), and only the evaluated sample gets LLM profiles — so the head meets LLM profiles only at
+test time, which the report states. Rows:
+
+* ``head`` — the hybrid's own order; ``mmr`` — MMR over item text embeddings; ``llm`` — the LLM
+  re-ranker (verbalizer logprobs, else listwise JSON), blended with the head inside MMR;
+* ``profile:fallback`` / ``profile:llm`` — the profile-feature hybrid with deterministic or LLM
+  profiles for the evaluated users; ``profile:llm+llm`` — plus the LLM re-ranker.
+
+The deterministic rows are also measured on every test user (``--all`` rows), where the sample is
+too small to separate them.
+
+Usage::
+
+    HYREC_DATA_DIR=... python -m eval.bench_llm --users 100 --seed 0 \\
+        --components als,itemknn,semantic,pop --out eval/results/ml-100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.llm import LLM
+from agent.profiles import HistoryProfiles, ProfileConfig, ProfileService
+from agent.rerank import LLMReranker, RerankConfig, RerankStage
+from encoders.base import FitData
+from encoders.text import TextEncoder
+from eval.harness import EvalConfig, make_split, sample_users
+from hyrec.data import EvalTask, load_dataset
+from hyrec.metrics import evaluate
+from retrieval.hybrid import HybridConfig, HybridRecommender
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("ndcg@10", "hr@10", "ild@10", "coverage@10")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    dataset: str = "ml-100k"
+    users: int = 100  # seeded sample for the LLM rows (SmolLM2 on llama.cpp: ~1–3 s per call)
+    seed: int = 0
+    components: tuple[str, ...] = ("als", "itemknn", "semantic", "pop")  # cheaper than the full set
+    k: int = 10
+    window: int = 20  # the head's top-K the re-ranker sees
+    llm: bool = True  # False: deterministic rows only
+    all_users: bool = True  # also measure the deterministic rows on every test user
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+class Bench:
+    """Fits the two hybrids once and measures every row on the same users."""
+
+    def __init__(self, config: BenchConfig, llm: LLM | None) -> None:
+        self.config = config
+        self.llm = llm
+        ds = load_dataset(config.dataset)
+        split = make_split(ds, EvalConfig(dataset=config.dataset))
+        self.dataset = ds
+        self.encoder = TextEncoder()
+        self.embeddings = self.encoder.encode_items(ds.items)
+        self.data = FitData(ds, split.train, split.task("valid"), self.embeddings)
+        self.test_all = split.task("test")
+        rows = sample_users(len(self.test_all), config.users, config.seed)
+        self.test = self.test_all if rows is None else self.test_all.subset(rows)
+        self.sample_users = set(self.test.history.users.tolist())
+        self.rerank_config = RerankConfig(window=config.window)
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def hybrid_config(self) -> HybridConfig:
+        c = self.config.components
+        sources = tuple(s for s in c if s != "semantic")  # semantic: chromadb neighbours instead
+        return HybridConfig(components=c, sources=sources)
+
+    def fit(self, profile_fn: Callable | None) -> HybridRecommender:
+        model = HybridRecommender(self.hybrid_config())
+        if profile_fn is not None:
+            if not hasattr(model, "profile_fn"):
+                raise RuntimeError("this HybridRecommender has no profile_fn (retrieval/hybrid.py)")
+            model.profile_fn = profile_fn
+        t0 = time.perf_counter()
+        model.fit(self.data)
+        log.info("fitted in %.1f s: %s", time.perf_counter() - t0, model.fit_report)
+        return model
+
+    def measure(
+        self,
+        name: str,
+        model: HybridRecommender,
+        task: EvalTask,
+        stage: RerankStage | None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        model.rerank = stage
+        load_before = _load()
+        t0 = time.perf_counter()
+        metrics = evaluate(
+            model.score,
+            task,
+            (self.config.k,),
+            item_vectors=self.embeddings,
+            item_popularity=self.data.item_popularity,
+            n_train_users=self.dataset.n_users,
+        )
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {c: round(metrics[c], 4) for c in COLUMNS}
+        row.update(users=len(task), eval_seconds=round(seconds, 1), load_avg=load_before)
+        if stage is not None:
+            r = stage.reranker
+            lat = [res.seconds for res in stage.results]
+            row.update(
+                rerank_p50_ms=_percentile(lat, 50),
+                rerank_p99_ms=_percentile(lat, 99),
+                rerank_methods=dict(_count(res.method for res in stage.results)),
+                llm_validity_error_rate=None
+                if r.validity_error_rate is None
+                else round(r.validity_error_rate, 3),
+                rerank_stats=_plain(r.stats),
+            )
+        row.update(extra or {})
+        self.results[name] = row
+        log.info("%s: %s", name, {c: row[c] for c in COLUMNS})
+        return row
+
+    def stage(self, llm: LLM | None) -> RerankStage:
+        reranker = LLMReranker(llm, self.rerank_config)
+        return RerankStage(reranker, self.dataset, self.embeddings, self.config.k)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        # ---- profile feature off
+        base = self.fit(None)
+        self.measure("head", base, self.test, None)
+        self.measure("mmr", base, self.test, self.stage(None))
+        if cfg.all_users:
+            self.measure("head (all users)", base, self.test_all, None)
+            self.measure("mmr (all users)", base, self.test_all, self.stage(None))
+        if cfg.llm:
+            self.measure("llm", base, self.test, self.stage(self.llm))
+        # ---- profile feature on: deterministic profiles for training (inner histories)
+        fallback = ProfileService(None, self.encoder, config=ProfileConfig(show_progress=False))
+        with_profile = self.fit(HistoryProfiles(fallback, self.dataset))
+        self.measure("profile:fallback", with_profile, self.test, None)
+        if cfg.all_users:
+            self.measure("profile:fallback (all users)", with_profile, self.test_all, None)
+        profile_stats: dict[str, Any] = {}
+        if cfg.llm:
+            service = ProfileService(self.llm, self.encoder, config=ProfileConfig())
+            fn = HistoryProfiles(service, self.dataset, llm_users=self.sample_users)
+            fn.profiles(self.test.history)  # profile the sample once (cached): throughput
+            profile_stats = {
+                "profiles_per_s": service.stats["last_batch"]["profiles_per_s"],
+                "profile_seconds": service.stats["last_batch"]["seconds"],
+                "profile_llm_ok": service.stats["llm_ok"],
+                "profile_fallbacks": service.stats["fallbacks"],
+                "profile_invalid_answers": service.stats["invalid"],
+                "profile_retries": service.stats["retries"],
+                "profile_llm_calls": service.stats["llm_calls"],
+                "profile_errors": dict(service.stats["errors"]),
+            }
+            with_profile.profile_fn = fn
+            self.measure("profile:llm", with_profile, self.test, None, profile_stats)
+            self.measure("profile:llm+llm", with_profile, self.test, self.stage(self.llm))
+        return {
+            "config": {**asdict(self.config), "hybrid": asdict(self.hybrid_config())},
+            "rerank_config": asdict(self.rerank_config),
+            "dataset": self.dataset.fingerprint(),
+            "protocol": {
+                "split": "leave-one-out by time",
+                "ranking": "full catalogue, observed items excluded",
+                "sample": f"seeded sample of {len(self.test)} test users (seed {cfg.seed})",
+                "profiles": "head trained with deterministic fallback profiles of the inner-split "
+                "histories; the evaluated sample gets LLM profiles of its test-time histories",
+            },
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_avg_end": _load(),
+            },
+            "llm": getattr(self.llm, "name", None),
+            "rows": self.results,
+            "profile_stats": profile_stats,
+        }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _plain(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in stats.items()}
+
+
+def write(report: dict[str, Any], folder: Path) -> None:
+    """``llm_ablation.json`` and a markdown table ``llm_ablation.md``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "llm_ablation.json").write_text(json.dumps(report, indent=2) + "\n")
+    cols = [*COLUMNS, "users", "llm_validity_error_rate", "rerank_p50_ms", "rerank_p99_ms"]
+    lines = [
+        f"# LLM-stage ablation on {report['dataset']['name']} (LLM: {report['llm']})",
+        "",
+        "; ".join(f"{k}: {v}" for k, v in report["protocol"].items()) + ".",
+        f"Hybrid components: {', '.join(report['config']['components'])}.",
+        "",
+        "| row | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, row in report["rows"].items():
+        cells = ["–" if row.get(c) is None else str(row.get(c)) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if report["profile_stats"]:
+        lines += ["", "Profiles: " + json.dumps(report["profile_stats"])]
+    (folder / "llm_ablation.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--components", default="als,itemknn,semantic,pop")
+    parser.add_argument("--no-llm", action="store_true", help="deterministic rows only")
+    parser.add_argument("--no-all-users", action="store_true", help="skip the all-user rows")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("httpx", "agent.profiles", "agent.rerank", "chromadb"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import torch
+
+    torch.set_num_threads(1)
+    config = BenchConfig(
+        users=args.users,
+        seed=args.seed,
+        components=tuple(c.strip() for c in args.components.split(",") if c.strip()),
+        llm=not args.no_llm,
+        all_users=not args.no_all_users,
+    )
+    handle = None
+    if config.llm:
+        from agent.backends import connect
+
+        handle = connect()
+    try:
+        report = Bench(config, handle.llm if handle else None).run()
+    finally:
+        if handle is not None:
+            handle.close()
+    report["command"] = "python -m eval.bench_llm " + " ".join(sys.argv[1:])
+    print(json.dumps(report["rows"], indent=2))
+    if args.out is not None:
+        write(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
