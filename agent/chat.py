@@ -164,6 +164,37 @@ class ChatAgent:
         self.chat_model = chat_model
         self.config = replace(config or ChatConfig(), k=k)
 
+    @classmethod
+    def configured(
+        cls,
+        recommender: Recommender,
+        *,
+        settings: LLMSettings | None = None,
+        mode: Mode | None = None,
+        base_url: str | None = None,
+        k: int = 5,
+    ) -> ChatAgent:
+        """A ChatAgent whose path follows the configuration (``HYREC_CHAT_TOOLS``, ``HYREC_LLM_*``).
+
+        Args:
+            recommender: Serves the answers.
+            settings: LLM settings (default: :meth:`LLMSettings.from_env`).
+            mode: Overrides ``HYREC_CHAT_TOOLS``.
+            base_url: The API root of an already started server (e.g. the embedded one), used
+                when the settings name none.
+            k: Items per answer.
+
+        Raises:
+            ValueError, ImportError: ``llm`` mode asked for but not possible (see
+                :func:`make_chat_model`).
+        """
+        if settings is None:
+            from .settings import LLMSettings
+
+            settings = LLMSettings.from_env()
+        model = make_chat_model(settings, mode or chat_mode(), base_url=base_url)
+        return cls(recommender, chat_model=model, k=k)
+
     @property
     def catalogue(self) -> Dataset:
         return self.recommender.catalogue
@@ -247,6 +278,7 @@ class ChatAgent:
             query=intent.query_text or None,
             filters=filters,
             exclude=exclude,
+            explain=user_id is not None,  # an anonymous user has no history to ground a reason in
         )
         fallbacks += [f for f in got.fallbacks if f not in fallbacks]
         return [r for r in got.items if r.item_id not in exclude][:k]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import typer
 from langchain_core.messages import AIMessage
 
 from agent.api import FeedbackReceipt, Recommendation, Recommendations
@@ -310,11 +311,12 @@ def test_chat_mode_and_model_selection():
     assert str(model.openai_api_base).startswith("http://gpu:8000")
 
 
-# ---- a real fitted Recommender ----------------------------------------------------------------
+# ---- a real fitted Recommender (packaged MiniLM) ---------------------------------------------
 
 
-@pytest.mark.integration
-def test_chat_on_a_real_fitted_model(tmp_path: Path):
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    """The tiny catalogue fitted with the cheap hybrid and the packaged text model, saved."""
     from agent.api import Recommender, RecommenderConfig
     from encoders.collaborative import ALS, ALSConfig
     from retrieval.hybrid import HybridConfig
@@ -329,23 +331,52 @@ def test_chat_on_a_real_fitted_model(tmp_path: Path):
             component_overrides={"als": ALS(ALSConfig(factors=2))},
         ),
     )
+    folder = tmp_path_factory.mktemp("chat") / "model"
     model = Recommender.fit(tiny_catalogue(), config)
-    agent = ChatAgent(model, k=3)
-    convo = [user("something like Alien but funnier, for tonight")]
-    first = agent.reply(convo)
-    assert first.items and all(r.item_id != "1" for r in first.items)
-    assert all(
-        "Comedy" in item_genres(model.catalogue.items[model.catalogue.item_index[r.item_id]])
-        for r in first.items
-    )
-    assert [m.group(1) for m in lines(first)] == [str(i + 1) for i in range(len(first.items))]
-    convo += [Message("assistant", first.text), user("more like the second one")]
-    second = agent.reply(convo)
-    assert second.intent.anchors == (first.items[1].item_id,)
-    assert not {r.item_id for r in second.items} & {r.item_id for r in first.items}
-    cold = agent.reply([user("no horror, 90s, for kids")], user_id="someone-new")
-    assert cold.items and all(
-        "Horror" not in item_genres(model.catalogue.items[model.catalogue.item_index[r.item_id]])
-        for r in cold.items
-    )
+    model.save(folder)
     model.close()
+    return folder
+
+
+def genres_of(model, item_id: str) -> list[str]:
+    return item_genres(model.catalogue.items[model.catalogue.item_index[item_id]])
+
+
+@pytest.mark.integration
+def test_chat_on_a_real_fitted_model(fitted: Path, tmp_path: Path):
+    from agent.api import Recommender
+
+    with Recommender.load(fitted, feedback_path=tmp_path / "fb.sqlite3") as model:
+        agent = ChatAgent(model, k=3)
+        convo = [user("something like Alien but funnier, for tonight")]
+        first = agent.reply(convo)
+        assert first.fallbacks == ()
+        assert first.items and all(r.item_id != "1" for r in first.items)
+        assert all("Comedy" in genres_of(model, r.item_id) for r in first.items)
+        assert [m.group(1) for m in lines(first)] == [str(i + 1) for i in range(len(first.items))]
+        convo += [Message("assistant", first.text), user("more like the second one")]
+        second = agent.reply(convo)
+        assert second.intent.anchors == (first.items[1].item_id,)
+        assert not {r.item_id for r in second.items} & {r.item_id for r in first.items}
+        cold = agent.reply([user("no horror, 90s, for kids")], user_id="someone-new")
+        assert cold.items
+        assert all("Horror" not in genres_of(model, r.item_id) for r in cold.items)
+
+
+@pytest.mark.integration
+def test_cli_chat_one_shot(fitted: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hyrec.cli_chat import chat
+
+    app = typer.Typer()
+    app.command()(chat)
+    monkeypatch.setenv("HYREC_CHAT_TOOLS", "rules")
+    args = ["--model-dir", str(fitted), "--no-llm", "--json", "-m", "two comedies from the 90s"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(body["items"]) == 2 and body["used_llm_tools"] is False
+    assert body["intent"]["filters"]["year_min"] == 1990
+    missing = CliRunner().invoke(app, ["--model-dir", str(fitted / "nope"), "--no-llm", "-m", "x"])
+    assert missing.exit_code == 2
