@@ -235,9 +235,9 @@ class ChatAgent:
         self, intent: Intent, user_id: str | None, turns: _Turns, fallbacks: list[str]
     ) -> ChatReply:
         k = intent.k or self.config.k
-        exclude = tuple(dict.fromkeys((*intent.anchors, *turns.shown)))
+        exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *turns.shown)))
         items: list[Recommendation] = []
-        notes = list(intent.notes)
+        notes = list(intent.notes) + self._record_feelings(intent, user_id, fallbacks)
         try:
             items = self._find(intent, user_id, k, exclude, fallbacks)
             if not items and intent.filters.genres_any:
@@ -254,6 +254,25 @@ class ChatAgent:
             fallbacks.append(f"recommend: {type(e).__name__}: {_short(e)}")
         text = self._format(intent, items, notes, user_id)
         return ChatReply(text, tuple(items), intent, False, tuple(fallbacks))
+
+    def _record_feelings(
+        self, intent: Intent, user_id: str | None, fallbacks: list[str]
+    ) -> list[str]:
+        """Store "I loved X" / "I hated X" as like/dislike feedback for a signed-in user."""
+        if user_id is None:
+            return []
+        noted: list[str] = []
+        for event, ids in (("like", intent.liked), ("dislike", intent.disliked)):
+            for item_id in ids:
+                try:
+                    self.recommender.feedback(user_id, item_id, event)
+                except Exception as e:  # feedback is a side channel: the answer still comes
+                    log.warning("chat feedback failed: %s", e)
+                    fallbacks.append(f"feedback: {type(e).__name__}: {_short(e)}")
+                    continue
+                verb = "liked" if event == "like" else "did not like"
+                noted.append(f"noted that you {verb} {self._title(item_id)}")
+        return noted
 
     def _find(
         self,

@@ -12,6 +12,8 @@ tokens, so a title is never read as a year or a mood):
   close spelling is accepted too (difflib ratio, :data:`FUZZY_RATIO`); a year right after the
   title picks among remakes, otherwise the most-rated one wins;
 * **references to the previous answer** — "the second one", "#3", "the last one", "those";
+* **liking** — a mention in a clause like "I loved …" / "I hated …" is reported in ``liked`` /
+  ``disliked`` (a disliked item is not an anchor);
 * **situations** (the scenario signal) — "for tonight", "date night", "something short",
   "with friends"…: text added to the query, never a hard filter;
 * **audience** — "for kids", "family" → ``genres_any`` of the catalogue's children/animation
@@ -119,9 +121,9 @@ _RECENT = ("recent", "latest", "newer", "newest", "modern")
 
 _NEGATORS = _words(
     "no not nothing without avoid avoiding dont never none except excluding exclude skip hate "
-    "dislike isnt arent nor neither nothin"
+    "dislike isnt arent nor neither nothin didnt doesnt"
 )
-_NOT_NEGATING = {("dont", "mind"), ("not", "only"), ("no", "matter")}
+_NOT_NEGATING = {("dont", "mind"), ("didnt", "mind"), ("not", "only"), ("no", "matter")}
 
 _CUES = _words("like as than loved liked enjoyed love adore adored watched saw seen")
 _CUE_PAIRS = frozenset(
@@ -139,7 +141,7 @@ _STOP = _words(
     love loved liked enjoyed enjoy fan fans much many lot lots bit little quite pretty mood feel
     feeling prefer preferably ideally perhaps only all something okay ok yes well now then there
     here way ones whatever time seen saw watched top between got tell help how why where when
-    vein style lines version"""
+    vein style lines version hated disliked detested loathed adored didnt doesnt"""
 )
 
 _ORDINALS = {
@@ -162,6 +164,12 @@ _DECADE_WORDS = {
 }  # fmt: skip
 _AFTER = _words("after since post newer later past")  # "newer than 1990"
 _BEFORE = _words("before pre older earlier until till prior")
+_LIKE = _words("loved liked enjoyed adored")
+_LIKE_PAIRS = frozenset((w, v) for w in ("i", "we") for v in ("love", "like", "adore", "enjoy"))
+_DISLIKE = _words("hated disliked hate dislike detested loathed")
+_DISLIKE_PAIRS = frozenset(
+    {("didnt", "like"), ("dont", "like"), ("not", "like"), ("didnt", "enjoy"), ("not", "enjoy")}
+)
 _STRICT = _words("after post newer later past before pre older earlier prior")
 _RESERVED = frozenset(
     [w for spec in _AUDIENCE for w in spec.split()]
@@ -186,6 +194,9 @@ class Intent:
         references: True when the request points back at the previous answer.
         notes: What could not be honoured ("there was no 4th item"), for the reply.
         free_text: Words no rule recognised (part of ``query_text``), e.g. "heist space".
+        liked: Mentioned items the user says they liked ("I loved Alien"); also anchors.
+        disliked: Mentioned items the user says they disliked ("I hated the second one"); not
+            anchors (the caller should leave them out and may record the feedback).
     """
 
     query_text: str
@@ -198,6 +209,8 @@ class Intent:
     references: bool = False
     notes: tuple[str, ...] = ()
     free_text: str = ""
+    liked: tuple[str, ...] = ()
+    disliked: tuple[str, ...] = ()
 
     @property
     def is_pure_similarity(self) -> bool:
@@ -441,10 +454,13 @@ def parse_request(text: str, catalogue: Dataset, previous: Sequence[str] = ()) -
     cat = _catalogue(catalogue)
     p = _Parse(text)
     notes: list[str] = []
-    anchors = _titles(p, cat)
-    refs = _references(p, [i for i in previous if i in catalogue.item_index], catalogue, notes)
-    anchors = [catalogue.items[a].item_id for a in anchors]
-    anchors = list(dict.fromkeys(anchors + refs))
+    titles = [(catalogue.items[a].item_id, i) for a, i in _titles(p, cat)]
+    refs = _references(p, [i for i in previous if i in catalogue.item_index], notes)
+    mentions = sorted(titles + refs, key=lambda m: m[1])
+    feeling = {item_id: _sentiment(p, i) for item_id, i in mentions}
+    liked = [a for a, f in feeling.items() if f == "like"]
+    disliked = [a for a, f in feeling.items() if f == "dislike"]
+    anchors = [a for a in dict.fromkeys(a for a, _ in mentions) if a not in disliked]
     situations = _situations(p)
     audience = _audience(p)
     negated = _negation_scopes(p)
@@ -485,12 +501,15 @@ def parse_request(text: str, catalogue: Dataset, previous: Sequence[str] = ()) -
         references=bool(refs),
         notes=tuple(notes),
         free_text=" ".join(free),
+        liked=tuple(liked),
+        disliked=tuple(disliked),
     )
 
 
-def _titles(p: _Parse, cat: _Catalogue) -> list[int]:
-    """Title spans: after a cue (fuzzy allowed), quoted, multi-word, or capitalised mid-sentence."""
-    found: list[int] = []
+def _titles(p: _Parse, cat: _Catalogue) -> list[tuple[int, int]]:
+    """Title spans: after a cue (fuzzy allowed), quoted, multi-word, or capitalised mid-sentence;
+    as (item position, token index) pairs."""
+    found: list[tuple[int, int]] = []
     n = len(p.tok)
     i = 0
     while i < n:
@@ -502,7 +521,7 @@ def _titles(p: _Parse, cat: _Catalogue) -> list[int]:
             if end > i + 1:
                 hit = _lookup(cat, tuple(p.tok[i + 1 : end]), None, fuzzy=True)
                 if hit is not None:
-                    found.append(hit)
+                    found.append((hit, i))
                     p.take(i, end + 1)
                     i = end + 1
                     continue
@@ -514,7 +533,7 @@ def _titles(p: _Parse, cat: _Catalogue) -> list[int]:
             i += 1
             continue
         pos, stop = hit
-        found.append(pos)
+        found.append((pos, i))
         p.take(i, stop)
         i = stop
     return found
@@ -586,9 +605,10 @@ def _year_after(p: _Parse, stop: int) -> tuple[int | None, int]:
     return None, stop
 
 
-def _references(p: _Parse, previous: list[str], catalogue: Dataset, notes: list[str]) -> list[str]:
-    """Anchors named by position in the previous answer ("the second one", "#2", "those")."""
-    out: list[str] = []
+def _references(p: _Parse, previous: list[str], notes: list[str]) -> list[tuple[str, int]]:
+    """Items named by position in the previous answer ("the second one", "#2", "those"), as
+    (item id, token index) pairs; ``previous`` holds only catalogue ids."""
+    out: list[tuple[str, int]] = []
     n = len(p.tok)
     for i, t in enumerate(p.tok):
         if p.used[i]:
@@ -604,7 +624,7 @@ def _references(p: _Parse, previous: list[str], catalogue: Dataset, notes: list[
             rank, stop = int(nxt) if nxt.isdigit() else _NUMBERS[nxt], i + 2
         elif t in {"those", "these", "them"} and i > 0 and p.tok[i - 1] in {"like", "to"}:
             if previous:
-                out += previous
+                out += [(item_id, i) for item_id in previous]
                 p.take(i, i + 1)
             continue
         if rank is None:
@@ -613,10 +633,25 @@ def _references(p: _Parse, previous: list[str], catalogue: Dataset, notes: list[
         if not previous:
             notes.append("there is no earlier list to refer to")
         elif rank == -1 or 1 <= rank <= len(previous):
-            out.append(previous[rank - 1 if rank > 0 else -1])
+            out.append((previous[rank - 1 if rank > 0 else -1], i))
         else:
             notes.append(f"the last list had only {len(previous)} items, not {rank}")
-    return [i for i in dict.fromkeys(out) if i in catalogue.item_index]
+    return out
+
+
+def _sentiment(p: _Parse, i: int) -> str | None:
+    """ "like" or "dislike" when the clause before token ``i`` says the user (dis)liked it ("I
+    loved", "we hated", "didn't like"), else None ("something like" is not a liking)."""
+    j = i - 1
+    while j >= 0 and p.tok[j] not in _BOUNDARY | _CLAUSE_END | {"and"}:
+        j -= 1
+    clause = p.tok[j + 1 : i]
+    pairs = set(zip(clause, clause[1:], strict=False))
+    if _DISLIKE & set(clause) or _DISLIKE_PAIRS & pairs or "not a fan" in " ".join(clause):
+        return "dislike"
+    if _LIKE & set(clause) or _LIKE_PAIRS & pairs:
+        return "like"
+    return None
 
 
 def _situations(p: _Parse) -> list[str]:

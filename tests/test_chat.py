@@ -198,6 +198,19 @@ def test_recommender_failure_never_crashes(cat):
     assert any("RuntimeError: index is gone" in f for f in reply.fallbacks)
 
 
+def test_said_likes_become_feedback_for_signed_in_users(rec):
+    prev = ChatAgent(rec, k=2).reply([user("something funny")])
+    convo = [user("something funny"), Message("assistant", prev.text)]
+    hated = prev.items[0]
+    reply = ChatAgent(rec, k=2).reply([*convo, user("I hated the first one")], user_id="u1")
+    assert ("feedback", {"user": "u1", "item_id": hated.item_id, "event": "dislike"}) in rec.calls
+    assert f"noted that you did not like {hated.title}" in reply.text
+    assert hated.item_id in rec.calls[-1][1]["exclude"]
+    before = len(rec.calls)
+    ChatAgent(rec).reply([user("I loved Alien")])  # anonymous: nothing is stored
+    assert all(name != "feedback" for name, _ in rec.calls[before:])
+
+
 def test_messages_must_end_with_the_user(rec):
     with pytest.raises(ValueError, match="end with the user"):
         ChatAgent(rec).reply([Message("assistant", "hi")])

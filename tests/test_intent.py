@@ -263,3 +263,13 @@ def test_never_returns_unknown_ids(words, previous):
     f = got.filters
     assert f.year_min is None or f.year_max is None or f.year_min <= f.year_max
     assert got.k is None or 1 <= got.k <= 50
+
+
+def test_liking_and_disliking(cat):
+    got = parse_request("I didn't like Toy Story but loved Aladdin", cat)
+    assert (got.anchors, got.liked, got.disliked) == (("13",), ("13",), ("4",))
+    assert "Toy Story" not in got.query_text
+    hated = parse_request("I hated the second one, something else", cat, previous=["4", "13"])
+    assert (hated.anchors, hated.disliked) == ((), ("13",))
+    neutral = parse_request("I'd like something like Alien", cat)
+    assert (neutral.anchors, neutral.liked) == (("1",), ())
