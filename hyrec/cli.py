@@ -290,6 +290,19 @@ def bench_latency(
         )
 
 
+def _register_agent_commands() -> None:
+    """The agent doors live in their own modules; they import their heavy parts lazily."""
+    from hyrec import cli_chat, cli_llm, cli_profile, cli_serve
+
+    app.add_typer(cli_llm.app, name="llm")
+    app.command("profile")(cli_profile.profile)
+    app.command("serve")(cli_serve.serve)
+    app.command("chat")(cli_chat.chat)
+
+
+_register_agent_commands()
+
+
 def main() -> None:
     app()
 
