@@ -124,6 +124,7 @@ class _UserState:
     sequence: np.ndarray  # item indices, oldest first (snapshot, then positive feedback)
     disliked: tuple[str, ...]  # item ids with negative feedback: never recommended again
     events: tuple[ProfileEvent, ...]  # for profiles and reasons, oldest first
+    event_items: np.ndarray  # the item index of each event
 
 
 class _RWLock:
@@ -209,11 +210,11 @@ class Recommender:
         self.reranker = None
         if llm is not None:
             from .profiles import ProfileService
-            from .rerank import LLMReranker
+            from .rerank import LLMReranker, RerankConfig
 
             cache = model_dir / "profiles" if model_dir is not None else None
             self.profiles = ProfileService(llm, encoder, cache_dir=cache)
-            self.reranker = LLMReranker(llm)
+            self.reranker = LLMReranker(llm, RerankConfig(window=config.rerank_candidates))
 
     # ---- building ----------------------------------------------------------------------------
     @property
@@ -364,7 +365,7 @@ class Recommender:
             ranked = self._rerank(ranked, state, k, fallbacks)
             items = [self._item(ranked, r) for r in range(len(ranked))]
             if explain:
-                items = self._with_reasons(items, state)
+                items = self._with_reasons(items, state, fallbacks)
         return Recommendations(user, tuple(items), tuple(fallbacks), profile)
 
     def search(
@@ -405,10 +406,17 @@ class Recommender:
         """Why ``item_id`` suits ``user``, grounded in their history (LLM, or deterministic)."""
         from .rerank import explain as explain_item
 
+        n = self.config.profile_events
         with self._lock.read():
-            item = self.catalogue.items[self._index(item_id)]
+            index = self._index(item_id)
             state = self._state(user, None)
-        return explain_item(self.llm, state.events[-self.config.profile_events :], item)
+            embeddings = self.hybrid.facts.embeddings
+            vectors = embeddings[state.event_items[-n:]] if embeddings is not None else None
+            item_vector = embeddings[index] if embeddings is not None else None
+            item = self.catalogue.items[index]
+        return explain_item(
+            self.llm, state.events[-n:], item, history_vectors=vectors, item_vector=item_vector
+        )
 
     # ---- feedback and deletion -----------------------------------------------------------------
     def feedback(
@@ -510,10 +518,12 @@ class Recommender:
         ds = self.catalogue
         seq: list[np.ndarray] = []
         events: list[ProfileEvent] = []
+        event_items: list[int] = []
         row = ds.user_index.get(user, -1) if user else -1
         if row >= 0:
             s = self._seqs.of(row)
             seq.append(self._seqs.items[s])
+            event_items += self._seqs.items[s].tolist()
             for i, r, t in zip(
                 self._seqs.items[s], self._seqs.ratings[s], self._seqs.timestamps[s], strict=True
             ):
@@ -527,6 +537,7 @@ class Recommender:
                 continue
             rating = e.value if e.event == "rating" else _EVENT_RATING.get(e.event)
             events.append(_event(ds.items[index], rating, int(e.timestamp)))
+            event_items.append(index)
             if is_positive(e.event, e.value, self.config.positive_rating):
                 positive.append(index)
             else:
@@ -535,11 +546,18 @@ class Recommender:
             extra = [self._index(i) for i in history]
             positive += extra
             events += [_event(ds.items[i], None, 0) for i in extra]
+            event_items += extra
         if positive:
             seq.append(np.asarray(positive, np.int64))
             row = -1  # fold the whole sequence in, so every component sees the new events
         sequence = np.concatenate(seq) if seq else np.zeros(0, np.int64)
-        return _UserState(row, sequence, tuple(dict.fromkeys(disliked)), tuple(events))
+        return _UserState(
+            row,
+            sequence,
+            tuple(dict.fromkeys(disliked)),
+            tuple(events),
+            np.asarray(event_items, np.int64),
+        )
 
     def _profile(
         self,
@@ -558,7 +576,8 @@ class Recommender:
             key = "anon-" + _digest(history or ())
         profile = self.profiles.profile(key, state.events[-self.config.profile_events :])
         if profile.source != "llm":
-            fallbacks.append("profile: LLM failed, used the attribute-based profile")
+            why = getattr(profile, "fallback_reason", None) or "LLM failed"
+            fallbacks.append(f"profile: {why}; used the attribute-based profile")
         vector = None
         if getattr(self.hybrid, "uses_profile", False):
             vector = self.profiles.embed([profile])
@@ -593,16 +612,34 @@ class Recommender:
             contributions,
         )
 
-    def _with_reasons(self, items: list[Recommendation], state: _UserState) -> list[Recommendation]:
-        from .rerank import explain as explain_item
+    def _with_reasons(
+        self, items: list[Recommendation], state: _UserState, fallbacks: list[str]
+    ) -> list[Recommendation]:
+        from .rerank import explanation
 
-        history = state.events[-self.config.profile_events :]
-        out = []
+        n = self.config.profile_events
+        history = state.events[-n:]
+        embeddings = self.hybrid.facts.embeddings
+        vectors = embeddings[state.event_items[-n:]] if embeddings is not None else None
+        out, failed = [], []
         for rank, rec in enumerate(items):
             llm = self.llm if rank < self.config.llm_reasons else None
-            item = self.catalogue.items[self._index(rec.item_id)]
-            reason = explain_item(llm, history, item)
-            out.append(Recommendation(**{**_fields(rec), "reason": reason}))
+            index = self._index(rec.item_id)
+            got = explanation(
+                llm,
+                history,
+                self.catalogue.items[index],
+                history_vectors=vectors,
+                item_vector=embeddings[index] if embeddings is not None else None,
+            )
+            if llm is not None and got.source != "llm":
+                failed.append(got.error or "LLM failed")
+            out.append(Recommendation(**{**_fields(rec), "reason": got.text}))
+        if failed:
+            fallbacks.append(
+                f"reasons: {len(failed)} LLM reason(s) failed ({failed[0]}); "
+                "used similarity-based reasons"
+            )
         return out
 
 

@@ -317,29 +317,40 @@ def app_from_env() -> FastAPI:
         os.environ.get("HYREC_API_KEY") or None,
         os.environ.get("HYREC_NO_AUTH", "") == "1",
     )
-    recommender, handle = open_model(Path(model_dir), use_llm=os.environ.get("HYREC_LLM") != "0")
-    return create_app(recommender, api_key=key, closing=(handle,))
+    recommender, handle, chat = open_model(
+        Path(model_dir), use_llm=os.environ.get("HYREC_LLM") != "0"
+    )
+    return create_app(recommender, api_key=key, closing=(handle,), chat_agent=chat)
 
 
-def open_model(model_dir: Path, *, use_llm: bool) -> tuple[Recommender, Any]:
+def open_model(
+    model_dir: Path, *, use_llm: bool
+) -> tuple[Recommender, Any, Callable[[Recommender], Any]]:
     """Load the model folder, with an LLM when ``use_llm`` and one can be reached or started.
 
     Returns:
-        The recommender and the LLM handle to close at shutdown (None without an LLM).
+        The recommender, the LLM handle to close at shutdown (None without an LLM), and the chat
+        agent factory (tool calling only for a capable model, per ``HYREC_CHAT_TOOLS``).
     """
-    handle = None
+    from .chat import ChatAgent, chat_mode, make_chat_model
+
+    handle, chat_model = None, None
     if use_llm:
         from .backends import connect
         from .settings import LLMSettings
 
+        settings = LLMSettings.from_env()
         try:
-            handle = connect(LLMSettings.from_env())
+            handle = connect(settings)
         except LLMError as e:
             log.warning("serving without an LLM: %s", e)
+        else:
+            chat_model = make_chat_model(settings, chat_mode(), base_url=handle.base_url)
     llm = handle.llm if handle is not None else None
     try:
-        return Recommender.load(model_dir, llm=llm), handle
+        recommender = Recommender.load(model_dir, llm=llm)
     except BaseException:
         if handle is not None:
             handle.close()
         raise
+    return recommender, handle, lambda r: ChatAgent(r, chat_model=chat_model)

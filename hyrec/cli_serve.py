@@ -54,11 +54,11 @@ def serve(
         console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
         raise typer.Exit(code=2)
     try:
-        recommender, handle = open_model(model_dir, use_llm=llm)
+        recommender, handle, chat = open_model(model_dir, use_llm=llm)
     except FileNotFoundError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
-    app = create_app(recommender, api_key=key, closing=(handle,))
+    app = create_app(recommender, api_key=key, closing=(handle,), chat_agent=chat)
     console.print(
         f"hyrec serving {model_dir} on http://{host}:{port} (docs at /docs; "
         f"LLM {'on' if recommender.llm is not None else 'off'})"

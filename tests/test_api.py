@@ -223,3 +223,32 @@ def test_prompts_never_carry_the_raw_user_id(saved, tmp_path):
     for call in llm.calls:
         text = " ".join(msg.content for msg in call["messages"])
         assert "u7" not in text.split() and '"u7"' not in text
+
+
+UNIVERSAL = json.dumps(  # one answer that fits the profile, re-rank (listwise) and reason prompts
+    {
+        "likes": ["beta stories"],
+        "dislikes": [],
+        "recent_shift": "more beta stories lately",
+        "constraints": [],
+        "summary": "Enjoys beta stories.",
+        "ranking": ["B", "A"],
+        "because": 1,
+        "reason": "it continues a story you liked",
+    }
+)
+
+
+def test_a_working_llm_reranks_profiles_and_explains_without_fallbacks(saved, tmp_path):
+    llm = ScriptedLLM([UNIVERSAL], repeat_last=True)
+    with llm_model(saved, tmp_path, llm) as m:
+        plain = m.recommend("u1", k=4, explain=False)
+        recs = m.recommend("u1", k=4)
+    assert recs.fallbacks == (), recs.fallbacks
+    assert recs.profile is not None and recs.profile.source == "llm"
+    assert [r.score for r in recs.items] == sorted((r.score for r in recs.items), reverse=True)
+    assert all(r.reason for r in recs.items)
+    assert "it continues a story you liked" in recs.items[0].reason  # the LLM wrote the top reasons
+    assert "it continues a story you liked" not in (recs.items[-1].reason or "")  # llm_reasons=2
+    assert [block(r.item_id) for r in recs.items].count("B") >= 3
+    assert [r.item_id for r in plain.items] != [] and plain.fallbacks == ()
