@@ -205,55 +205,88 @@ def _parse_filter(
     )
 
 
+def _connect_llm(use_llm: bool) -> tuple[object | None, str | None]:
+    """(LLMHandle or None, why not): the configured LLM, else the embedded server on loopback."""
+    if not use_llm:
+        return None, "LLM stages off (--no-llm)"
+    from agent.backends import connect
+    from agent.llm import LLMUnavailable
+
+    try:
+        with console.status("starting the LLM…"):
+            return connect(), None
+    except LLMUnavailable as e:
+        return None, f"no LLM reachable ({e}); used the non-LLM ranking"
+
+
 @app.command()
 def recommend(
     model_dir: Annotated[Path, typer.Option(help="A folder written by `hyrec fit`.")],
-    user: Annotated[str, typer.Option(help="User id as in the dataset.")],
+    user: Annotated[str, typer.Option(help="User id; an unknown id gets the cold-start path.")],
     k: Annotated[int, typer.Option("-k", help="List length.")] = 10,
+    context: Annotated[
+        str | None, typer.Option(help='The situation, e.g. "for tonight with the kids".')
+    ] = None,
     genres: Annotated[str | None, typer.Option(help="Only these genres (comma-separated).")] = None,
     no_genres: Annotated[
         str | None, typer.Option(help="Never these genres (comma-separated).")
     ] = None,
     year_min: Annotated[int | None, typer.Option(help="Earliest release year.")] = None,
     year_max: Annotated[int | None, typer.Option(help="Latest release year.")] = None,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm/--no-llm",
+            help="Use the LLM stages (profile, re-rank, reasons): the configured server, "
+            "else the embedded one.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Recommend for one user from a saved hybrid model."""
-    from hyrec.data import History
-    from retrieval.hybrid import HybridRecommender
+    """Recommend for one user from a saved model, with reasons; says when an LLM stage fell back."""
+    from agent.api import Recommender
 
     _setup_logging(False)
     if k <= 0:
         _fail("-k must be a positive list length")
-    try:
-        model = HybridRecommender.load(model_dir)
-    except FileNotFoundError as e:
-        _fail(str(e))
-    ds = model.dataset
-    if user not in ds.user_index:
-        _fail(f"unknown user id {user!r} in {ds.name}")
-    row = np.array([ds.user_index[user]])
-    history = History.from_interactions(ds.interactions, row, ds.n_items, n_users=ds.n_users)
     flt = _parse_filter(genres, no_genres, year_min, year_max)
-    result = model.recommend_batch(history, k=k, filter=flt)[0]
+    handle, why = _connect_llm(llm)
+    try:
+        try:
+            model = Recommender.load(model_dir, llm=handle.llm if handle else None)
+        except FileNotFoundError as e:
+            _fail(str(e))
+        with model:
+            cold = user not in model.catalogue.user_index
+            recs = model.recommend(user, k=k, context=context, filters=flt)
+    finally:
+        if handle is not None:
+            handle.close()
+    fallbacks = ([why] if why else []) + list(recs.fallbacks)
     items = [
         {
-            "item_id": ds.items[i].item_id,
-            "title": ds.items[i].title,
-            "score": round(float(s), 4),
-            "sources": result.source_names(r),
+            "item_id": it.item_id,
+            "title": it.title,
+            "score": round(float(it.score), 4),
+            "sources": list(it.sources),
+            "reason": it.reason,
         }
-        for r, (i, s) in enumerate(zip(result.items, result.scores, strict=True))
+        for it in recs.items
     ]
     if as_json:
-        print(json.dumps({"user_id": user, "items": items}, ensure_ascii=False))
+        body = {"user_id": user, "cold_start": cold, "items": items, "fallbacks": fallbacks}
+        print(json.dumps(body, ensure_ascii=False))
         return
-    table = Table(title=f"user {user}")
-    for col in ("#", "title", "score", "sources"):
+    table = Table(title=f"user {user}" + (" (new user: cold start)" if cold else ""))
+    for col in ("#", "title", "score", "sources", "why"):
         table.add_column(col)
     for r, it in enumerate(items, 1):
-        table.add_row(str(r), it["title"], f"{it['score']:.3f}", ", ".join(it["sources"]))
+        table.add_row(
+            str(r), it["title"], f"{it['score']:.3f}", ", ".join(it["sources"]), it["reason"] or ""
+        )
     console.print(table)
+    for line in fallbacks:
+        console.print(f"[yellow]fallback:[/] {line}")
 
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
