@@ -312,7 +312,9 @@ class ChatAgent:
         tools = {t.name: t for t in make_tools(self.recommender, user_id, session)}
         model = self.chat_model.bind_tools(list(tools.values()))
         role = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-        history: list[Any] = [SystemMessage(_SYSTEM)]
+        genres = sorted({g for it in self.catalogue.items for g in item_genres(it)})
+        system = _SYSTEM + (" Genre names: " + ", ".join(genres) + "." if genres else "")
+        history: list[Any] = [SystemMessage(system)]
         history += [role[m.role](m.content) for m in messages]
         final = ""
         for _ in range(self.config.max_tool_rounds):
@@ -329,7 +331,8 @@ class ChatAgent:
                 else:
                     result = tool.invoke(call.get("args") or {})
                 history.append(ToolMessage(str(result), tool_call_id=call.get("id") or ""))
-        items = [r for r in session.items if r.item_id not in turns.shown][: intent.k or 20]
+        k = intent.k or self.config.k
+        items = [r for r in session.items if r.item_id not in turns.shown][:k]
         if not items and not session.feedback:
             raise LookupError("the model returned no items from any tool")
         header = final.strip().splitlines()[0] if final.strip() else None

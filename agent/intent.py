@@ -46,6 +46,7 @@ from retrieval.store import Filter
 
 FUZZY_RATIO = 0.86  # difflib similarity for a misspelt title after a cue ("the godfater")
 MAX_K = 50  # largest count a request may ask for
+MAX_CHARS = 4000  # longer requests are read up to here (parsing is linear, ~0.2 ms per word)
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+|[,.;:!?#\"()]")
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*(\(v\))?\s*$", re.IGNORECASE)
@@ -452,8 +453,11 @@ def parse_request(text: str, catalogue: Dataset, previous: Sequence[str] = ()) -
         The :class:`Intent`; every anchor is an id of ``catalogue``.
     """
     cat = _catalogue(catalogue)
-    p = _Parse(text)
     notes: list[str] = []
+    if len(text) > MAX_CHARS:
+        text = text[:MAX_CHARS]
+        notes.append(f"only the first {MAX_CHARS} characters of the request were read")
+    p = _Parse(text)
     titles = [(catalogue.items[a].item_id, i) for a, i in _titles(p, cat)]
     refs = _references(p, [i for i in previous if i in catalogue.item_index], notes)
     mentions = sorted(titles + refs, key=lambda m: m[1])

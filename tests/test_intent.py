@@ -273,3 +273,9 @@ def test_liking_and_disliking(cat):
     assert (hated.anchors, hated.disliked) == ((), ("13",))
     neutral = parse_request("I'd like something like Alien", cat)
     assert (neutral.anchors, neutral.liked) == (("1",), ())
+
+
+def test_long_requests_are_cut_and_say_so(cat):
+    got = parse_request("no horror " + "x" * 10_000, cat)
+    assert got.filters.genres_none == ("Horror",)
+    assert got.notes == ("only the first 4000 characters of the request were read",)
