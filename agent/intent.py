@@ -217,7 +217,8 @@ class Intent:
     def is_pure_similarity(self) -> bool:
         """True for "like X" and nothing else (no genre, year, audience, situation or free text)."""
         f = self.filters
-        constrained = f.genres_any or f.genres_none or f.year_min or f.year_max
+        years = f.year_min is not None or f.year_max is not None
+        constrained = f.genres_any or f.genres_none or years
         extra = constrained or self.genres or self.situations or self.audience or self.free_text
         return bool(self.anchors) and not extra
 
