@@ -237,7 +237,8 @@ class ChatAgent:
         k = intent.k or self.config.k
         exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *turns.shown)))
         items: list[Recommendation] = []
-        notes = list(intent.notes) + self._record_feelings(intent, user_id, fallbacks)
+        noted = self._record_feelings(intent, user_id, fallbacks)
+        notes = list(intent.notes)
         try:
             items = self._find(intent, user_id, k, exclude, fallbacks)
             if not items and intent.filters.genres_any:
@@ -252,7 +253,7 @@ class ChatAgent:
         except Exception as e:  # the recommender failed: say so, never crash the conversation
             log.exception("chat recommendation failed")
             fallbacks.append(f"recommend: {type(e).__name__}: {_short(e)}")
-        text = self._format(intent, items, notes, user_id)
+        text = self._format(intent, items, notes, user_id, noted=noted)
         return ChatReply(text, tuple(items), intent, False, tuple(fallbacks))
 
     def _record_feelings(
@@ -271,7 +272,7 @@ class ChatAgent:
                     fallbacks.append(f"feedback: {type(e).__name__}: {_short(e)}")
                     continue
                 verb = "liked" if event == "like" else "did not like"
-                noted.append(f"noted that you {verb} {self._title(item_id)}")
+                noted.append(f"you {verb} {self._title(item_id)}")
         return noted
 
     def _find(
@@ -352,15 +353,17 @@ class ChatAgent:
         user_id: str | None,
         *,
         header: str | None = None,
+        noted: Sequence[str] = (),
     ) -> str:
+        known = user_id is not None and user_id in self.catalogue.user_index
         if not items:
-            lines = [f"I found nothing in the catalogue for: {self._summary(intent)}."]
+            lines = [f"Noted: {n}." for n in noted]
+            lines.append(f"I found nothing in the catalogue for: {self._summary(intent, known)}.")
             lines += [f"Note: {n}." for n in notes]
             lines.append("Try fewer constraints (another decade, or without a genre).")
             return "\n".join(lines)
-        known = user_id is not None and user_id in self.catalogue.user_index
         header = header or self._header(intent, len(items), known, user_id)
-        lines = [header]
+        lines = [f"Noted: {n}." for n in noted] + [header]
         for n, rec in enumerate(items, start=1):
             lines.append(f"{n}. {rec.title} — {self._reason(rec, intent)}")
         lines += [f"Note: {n}." for n in notes]
@@ -368,9 +371,9 @@ class ChatAgent:
 
     def _header(self, intent: Intent, n: int, known: bool, user_id: str | None) -> str:
         who = "" if known or user_id is None else " (new here, so going by what you asked)"
-        return f"{n} picks — {self._summary(intent)}{who}:"
+        return f"{n} picks — {self._summary(intent, known)}{who}:"
 
-    def _summary(self, intent: Intent) -> str:
+    def _summary(self, intent: Intent, known: bool = False) -> str:
         f = intent.filters
         parts: list[str] = []
         if intent.anchors:
@@ -386,7 +389,7 @@ class ChatAgent:
         parts += [_SITUATION_LABEL.get(s, s) for s in intent.situations]
         if intent.free_text:
             parts.append(f"“{intent.free_text}”")
-        return "; ".join(parts) or "popular picks"
+        return "; ".join(parts) or ("picked for you" if known else "popular picks")
 
     def _reason(self, rec: Recommendation, intent: Intent) -> str:
         ds = self.catalogue

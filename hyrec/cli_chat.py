@@ -131,7 +131,7 @@ def _say(reply: Any, as_json: bool) -> None:
         }
         print(json.dumps(body, ensure_ascii=False, default=list))
         return
-    console.print(escape(reply.text))
+    console.print(escape(reply.text), soft_wrap=True)  # keep "N. Title — reason" on one line
     for note in reply.fallbacks:
         console.print(f"[dim](fallback: {escape(note)})[/]")
 

@@ -204,7 +204,7 @@ def test_said_likes_become_feedback_for_signed_in_users(rec):
     hated = prev.items[0]
     reply = ChatAgent(rec, k=2).reply([*convo, user("I hated the first one")], user_id="u1")
     assert ("feedback", {"user": "u1", "item_id": hated.item_id, "event": "dislike"}) in rec.calls
-    assert f"noted that you did not like {hated.title}" in reply.text
+    assert reply.text.splitlines()[0] == f"Noted: you did not like {hated.title}."
     assert hated.item_id in rec.calls[-1][1]["exclude"]
     before = len(rec.calls)
     ChatAgent(rec).reply([user("I loved Alien")])  # anonymous: nothing is stored
