@@ -12,9 +12,12 @@ the calls in flight with a semaphore and maps failures onto the :mod:`agent.llm`
 * any other HTTP error or a reply that is not a chat completion → :class:`LLMError`.
 
 ``response_format`` comes in two flavours: OpenAI's ``{"type": "json_schema", "json_schema":
-{"name", "schema", "strict"}}`` (vLLM, llama.cpp's C++ server, OpenAI) and llama-cpp-python's
-``{"type": "json_object", "schema": ...}``. ``LLMSettings.json_format="auto"`` sends the first and,
-when the server rejects it naming ``response_format``, switches to the second for good.
+{"name", "schema"}}`` (vLLM, llama.cpp's C++ server, OpenAI; sent without ``strict``, so any schema
+is accepted) and llama-cpp-python's ``{"type": "json_object", "schema": ...}``.
+``LLMSettings.json_format="auto"`` sends the first and, when the server rejects it naming
+``response_format``, switches to the second for good. Such replies pass through
+:func:`normalise_json`, since llama-cpp-python's grammar lets raw control characters into strings
+(it also ignores ``minimum``/``maximum``; ``enum`` and ``maxLength`` hold): callers validate.
 
 :func:`connect` returns an :class:`LLMHandle`: the configured HTTP server, the in-process
 transformers model (``backend="transformers"``), or, with no ``base_url``, the embedded llama.cpp
@@ -23,6 +26,7 @@ server started on loopback (:mod:`agent.embedded`) and stopped by :meth:`LLMHand
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -106,10 +110,17 @@ class OpenAICompatibleLLM:
                 data = self._post(payload, deadline=start + timeout)
         finally:
             self._slots.release()
-        return _parse_completion(data, seconds=time.perf_counter() - start, default_model=self.name)
+        completion = _parse_completion(
+            data, seconds=time.perf_counter() - start, default_model=self.name
+        )
+        if json_schema is not None:
+            completion = replace(completion, text=normalise_json(completion.text))
+        return completion
 
     def models(self, timeout: float = _PROBE_TIMEOUT) -> list[str]:
         """The model ids the server lists (``GET /models``); raises like :meth:`complete`."""
+        if self._client.is_closed:
+            raise LLMUnavailable(f"the client for {self.base_url} was closed")
         with _mapped_errors(self.base_url, timeout):
             response = self._client.get("/models", timeout=_timeouts(timeout))
         _raise_for_status(response, self.base_url)
@@ -142,11 +153,7 @@ class OpenAICompatibleLLM:
             else:
                 payload["response_format"] = {
                     "type": "json_schema",
-                    "json_schema": {
-                        "name": "response",
-                        "schema": dict(json_schema),
-                        "strict": True,
-                    },
+                    "json_schema": {"name": "response", "schema": dict(json_schema)},
                 }
         if logprobs > 0:
             payload["logprobs"] = True
@@ -154,6 +161,8 @@ class OpenAICompatibleLLM:
         return payload
 
     def _post(self, payload: dict[str, Any], *, deadline: float) -> dict[str, Any]:
+        if self._client.is_closed:
+            raise LLMUnavailable(f"the client for {self.base_url} was closed")
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             raise LLMTimeout("the LLM call timed out waiting for a free slot")
@@ -177,6 +186,24 @@ class OpenAICompatibleLLM:
 
 class _ResponseFormatRejected(Exception):
     """The server refused OpenAI's json_schema response_format (llama-cpp-python does)."""
+
+
+def normalise_json(text: str) -> str:
+    """``text`` as strict JSON when it is JSON with raw control characters inside strings.
+
+    llama-cpp-python's schema-to-grammar converter lets a string hold a raw newline, which strict
+    parsers (``json.loads``, pydantic) reject; such text is re-serialised. Text that is already
+    strict JSON, or not JSON at all (e.g. cut off by ``max_tokens``), is returned unchanged.
+    """
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
+    except ValueError:
+        return text
 
 
 def _check_args(

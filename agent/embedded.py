@@ -91,13 +91,15 @@ class EmbeddedServerConfig:
     alias: str = "smollm2"  # model name the server reports and accepts
     host: str = "127.0.0.1"  # loopback only: the server has no authentication
     port: int | None = None  # None: a free port picked at start
-    n_threads: int | None = None  # None: all cores up to 8 (llama.cpp's own default is half)
+    n_threads: int | None = None  # None: all cores but one (hyrec's own), 1 to 8; see threads()
     n_ctx: int = 2048  # context window in tokens; SmolLM2 was trained with 2048
     startup_timeout: float = 60.0  # seconds to wait for GET /v1/models to answer
     extra_args: tuple[str, ...] = ()  # more server flags, e.g. ("--n_gpu_layers", "-1")
 
     def threads(self) -> int:
-        return self.n_threads or max(1, min(8, os.cpu_count() or 1))
+        """Generation threads. On a 2-core host shared with hyrec's own work, 2 OpenMP threads
+        measured 3-25x slower than 1 under load (busy-waiting on a taken core)."""
+        return self.n_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 class EmbeddedServer:
@@ -137,6 +139,7 @@ class EmbeddedServer:
             "--host", self.config.host,
             "--port", str(port),
             "--n_threads", str(self.config.threads()),
+            "--n_threads_batch", str(self.config.threads()),
             "--n_ctx", str(self.config.n_ctx),
             *self.config.extra_args,
         ]  # fmt: skip
@@ -175,6 +178,7 @@ class EmbeddedServer:
         with os.fdopen(fd, "wb") as log_file:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv],
+                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ},  # no spinning on shared cores
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

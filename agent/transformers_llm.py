@@ -28,6 +28,7 @@ from typing import Any
 
 import platformdirs
 
+from agent.backends import normalise_json
 from agent.embedded import packaged_gguf
 from agent.llm import Completion, LLMError, LLMTimeout, LLMUnavailable, Message
 
@@ -234,6 +235,8 @@ class TransformersLLM:
         n = next((i for i, t in enumerate(ids) if t in stops), len(ids))
         ids = ids[:n]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if json_schema is not None:
+            text = normalise_json(text)
         tokens = lps = top = None
         if logprobs > 0:
             tokens, lps, top = self._logprobs(out.logits[:n], ids, logprobs)

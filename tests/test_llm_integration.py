@@ -1,0 +1,243 @@
+"""Integration tests of the LLM backends against real models: the embedded llama.cpp server with
+the packaged SmolLM2-135M (the HTTP path vLLM and hosted APIs share) and the transformers backend.
+They check structure, never the 135M model's wording."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.backends import LLMHandle, OpenAICompatibleLLM
+from agent.embedded import EmbeddedServer, EmbeddedServerConfig, free_port, llama_cpp_installed
+from agent.llm import LLMTimeout, LLMUnavailable, Message
+from agent.settings import LLMSettings
+
+pytestmark = pytest.mark.integration
+
+needs_llama = pytest.mark.skipif(
+    not llama_cpp_installed(), reason="llama-cpp-python[server] is not installed"
+)
+PROFILE = [
+    Message("system", "You summarise a movie watcher's taste."),
+    Message(
+        "user",
+        "The user watched Toy Story, Aladdin, The Lion King, Star Wars and Alien, and rated "
+        "Alien highest. Describe their interests.",
+    ),
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "likes": {"type": "array", "items": {"type": "string", "maxLength": 24}, "maxItems": 3},
+        "mood": {"type": "string", "enum": ["light", "dark", "mixed"]},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["likes", "mood", "score"],
+}
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` has exited (and is not a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_plain_completion(llm_server: LLMHandle) -> None:
+    out = llm_server.llm.complete(PROFILE, max_tokens=32)
+    assert isinstance(out.text, str) and out.text.strip()
+    assert out.model == "smollm2" and out.seconds > 0
+    assert 1 <= out.usage["completion_tokens"] <= 32 and out.usage["prompt_tokens"] > 10
+
+
+def test_max_tokens_is_honoured(llm_server: LLMHandle) -> None:
+    ask = [Message("user", "Write a long story about a dragon, at least 500 words.")]
+    out = llm_server.llm.complete(ask, max_tokens=5, logprobs=1)
+    assert out.usage["completion_tokens"] == 5
+    assert out.tokens is not None and len(out.tokens) == 5
+
+
+def test_json_schema_output_parses(llm_server: LLMHandle) -> None:
+    out = llm_server.llm.complete(PROFILE, max_tokens=96, json_schema=SCHEMA)
+    value = json.loads(out.text)  # strict: raw control characters would fail here
+    assert set(value) == {"likes", "mood", "score"}
+    assert value["mood"] in ("light", "dark", "mixed") and isinstance(value["score"], int)
+    assert len(value["likes"]) <= 3 and all(isinstance(x, str) for x in value["likes"])
+    assert all(len(x) <= 24 for x in value["likes"])  # maxLength holds; minimum/maximum do not
+
+
+def test_logprobs_are_returned(llm_server: LLMHandle) -> None:
+    out = llm_server.llm.complete(PROFILE, max_tokens=12, logprobs=3)
+    assert out.tokens and out.logprobs and out.top_logprobs
+    assert len(out.tokens) == len(out.logprobs) == len(out.top_logprobs)
+    assert "".join(out.tokens) == out.text
+    for lp, top in zip(out.logprobs, out.top_logprobs, strict=True):
+        assert lp <= 0 and 1 <= len(top) <= 3
+        assert math.isclose(lp, max(top.values()), abs_tol=1e-3)  # greedy: the best token won
+
+
+def test_concurrent_calls_all_succeed(llm_server: LLMHandle) -> None:
+    texts: list[str] = []
+
+    def call(i: int) -> None:
+        texts.append(
+            llm_server.llm.complete([Message("user", f"Count to {i}.")], max_tokens=8).text
+        )
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(texts) == 3 and all(t.strip() for t in texts)
+
+
+def test_too_short_timeout_raises_llm_timeout(llm_server: LLMHandle) -> None:
+    start = time.perf_counter()
+    with pytest.raises(LLMTimeout):
+        llm_server.llm.complete(PROFILE, max_tokens=48, timeout=0.05)
+    assert time.perf_counter() - start < 1.0
+
+
+@needs_llama
+def test_start_stop_leaves_no_process_and_down_server_is_unavailable() -> None:
+    server = EmbeddedServer(EmbeddedServerConfig(n_threads=1))
+    settings = LLMSettings(base_url=server.start(), timeout=30)
+    with LLMHandle(OpenAICompatibleLLM(settings), server=server) as handle:
+        pid = server.pid
+        assert pid is not None and server.startup_seconds is not None
+        assert handle.llm.complete([Message("user", "Hi")], max_tokens=2).text is not None
+    assert _gone(pid, within=1.0) and not server.running()
+    with pytest.raises(LLMUnavailable):
+        handle.llm.complete([Message("user", "Hi")], max_tokens=2)  # the closed client
+    with pytest.raises(LLMUnavailable, match="cannot reach"):
+        OpenAICompatibleLLM(settings).complete([Message("user", "Hi")], max_tokens=2)  # fresh
+    server.stop()  # idempotent
+
+
+@needs_llama
+def test_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script = (
+        "from agent.embedded import EmbeddedServer, EmbeddedServerConfig\n"
+        "s = EmbeddedServer(EmbeddedServerConfig(n_threads=1)); s.start()\n"
+        "print(s.pid, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    try:
+        server_pid = int(parent.stdout.readline())
+    finally:
+        parent.kill()
+        parent.wait()
+    assert _gone(server_pid, within=10.0)
+
+
+@needs_llama
+def test_broken_model_file_is_unavailable_with_the_log(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file" * 100)
+    server = EmbeddedServer(EmbeddedServerConfig(model_path=bad, startup_timeout=60))
+    with pytest.raises(LLMUnavailable, match="exited with code"):
+        server.start()
+    assert not server.running() and server.pid is None
+
+
+@needs_llama
+def test_cli_serve_runs_in_the_foreground_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from hyrec.cli_llm import app; app()",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "pid" in line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}/v1" in output, output
+        server_pid = int(output.split("server pid")[1].split(";")[0])
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
+        assert [m["id"] for m in models["data"]] == ["smollm2"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        assert _gone(server_pid, within=1.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_check_against_the_server(llm_server: LLMHandle, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hyrec.cli_llm import app
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[llm]\nbase_url = "{llm_server.base_url}"\n')
+    result = CliRunner().invoke(app, ["check", "--config", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and llm_server.base_url in result.output
+
+
+# --- transformers backend -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transformers_llm():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    import torch
+
+    from agent.transformers_llm import TransformersConfig, TransformersLLM
+
+    threads = torch.get_num_threads()
+    llm = TransformersLLM(TransformersConfig(device="cpu", num_threads=1))  # converts once, cached
+    yield llm
+    torch.set_num_threads(threads)
+
+
+def test_transformers_completion_logprobs_and_max_tokens(transformers_llm) -> None:
+    out = transformers_llm.complete(PROFILE, max_tokens=6, logprobs=2)
+    assert out.text.strip() and out.usage["completion_tokens"] <= 6
+    assert out.tokens and len(out.tokens) == len(out.logprobs) == len(out.top_logprobs)
+    for lp, top in zip(out.logprobs, out.top_logprobs, strict=True):
+        assert lp <= 0 and math.isclose(lp, max(top.values()), abs_tol=1e-4)  # greedy
+
+
+def test_transformers_json_hint_and_timeout(transformers_llm) -> None:
+    out = transformers_llm.complete(PROFILE, max_tokens=4, json_schema=SCHEMA, temperature=0.7)
+    assert isinstance(out.text, str)  # a hint only: the caller validates
+    with pytest.raises(LLMTimeout):
+        transformers_llm.complete(PROFILE, max_tokens=64, timeout=0.01)
