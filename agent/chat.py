@@ -99,7 +99,11 @@ def chat_mode(environ: dict[str, str] | None = None) -> Mode:
 
 
 def make_chat_model(
-    settings: LLMSettings, mode: Mode = "auto", *, base_url: str | None = None
+    settings: LLMSettings,
+    mode: Mode = "auto",
+    *,
+    base_url: str | None = None,
+    http_client: Any | None = None,
 ) -> Any | None:
     """The LangChain chat model for the tool path, or None for the rules path.
 
@@ -108,6 +112,7 @@ def make_chat_model(
         mode: ``rules`` → None; ``auto`` → None for the packaged model; ``llm`` → always a model.
         base_url: The API root to use when ``settings.base_url`` is unset (e.g. the embedded
             server's, from :func:`agent.backends.connect`).
+        http_client: An ``httpx.Client`` for the OpenAI client (custom transport, proxies, tests).
 
     Raises:
         ImportError: langchain-openai is not installed (the message names the package).
@@ -137,6 +142,7 @@ def make_chat_model(
         max_retries=0,
         temperature=0.0,
         extra_body={"max_tokens": ChatConfig().max_tokens},  # llama.cpp ignores the newer field
+        http_client=http_client,
     )
 
 

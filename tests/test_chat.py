@@ -324,6 +324,44 @@ def test_chat_mode_and_model_selection():
     assert str(model.openai_api_base).startswith("http://gpu:8000")
 
 
+def test_chat_openai_over_http_drives_the_tools(rec):
+    """The real ChatOpenAI client against a scripted OpenAI-compatible server."""
+    import httpx
+
+    requests: list[dict] = []
+    arguments = json.dumps({"item": "Alien", "k": 2})
+    answers = [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "similar_items", "arguments": arguments},
+        }]},
+        {"role": "assistant", "content": "Two films in the spirit of Alien."},
+    ]  # fmt: skip
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(json.loads(request.content))
+        message = answers[len(requests) - 1]
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+        })  # fmt: skip
+
+    served = LLMSettings(base_url="http://llm.test/v1", model="served-model")
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    model = make_chat_model(served, "llm", http_client=client)
+    reply = ChatAgent(rec, chat_model=model).reply([user("films like Alien")])
+    assert reply.used_llm_tools and reply.fallbacks == ()
+    assert [r.item_id for r in reply.items] == [r.item_id for r in rec.similar_items("1", 2)]
+    assert reply.text.splitlines()[0] == "Two films in the spirit of Alien."
+    first = requests[0]
+    assert first["max_tokens"] == 512 and first["model"] == "served-model"
+    assert {t["function"]["name"] for t in first["tools"]} >= {"search_catalog", "similar_items"}
+    assert requests[1]["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_1", "content": requests[1]["messages"][-1]["content"]
+    }  # fmt: skip
+
+
 # ---- a real fitted Recommender (packaged MiniLM) ---------------------------------------------
 
 
