@@ -208,12 +208,16 @@ class Recommender:
         self._seqs = _Sequences(self.catalogue.interactions, self.catalogue.n_users)
         self.profiles = None
         self.reranker = None
-        if llm is not None:
+        if llm is not None or getattr(hybrid, "uses_profile", False):
+            # a head trained with the profile feature needs a profile vector even without an LLM:
+            # the service then builds the deterministic, attribute-based profile
             from .profiles import ProfileService
-            from .rerank import LLMReranker, RerankConfig
 
             cache = model_dir / "profiles" if model_dir is not None else None
             self.profiles = ProfileService(llm, encoder, cache_dir=cache)
+        if llm is not None:
+            from .rerank import LLMReranker, RerankConfig
+
             self.reranker = LLMReranker(llm, RerankConfig(window=config.rerank_candidates))
 
     # ---- building ----------------------------------------------------------------------------
@@ -295,8 +299,8 @@ class Recommender:
         model = cls(hybrid, encoder, config, store, salt=salt, llm=llm, model_dir=path)
         stored = store.items()
         if stored:
-            model._apply_items(stored)
-            log.info("replayed %d catalogue upserts from %s", len(stored), store.path)
+            added = model._apply_items(stored, strict=False)
+            log.info("replayed %d catalogue upserts from %s", len(added), store.path)
         return model
 
     def close(self) -> None:
@@ -474,10 +478,16 @@ class Recommender:
 
     # ---- catalogue ----------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[Item]) -> int:
-        """Add new items or replace existing ones (stored durably first, then served).
+        """Add new items to the served catalogue, durably (an item sent again unchanged is a
+        no-op). The new items are scored by their text until the next fit.
+
+        Returns:
+            How many items were added.
 
         Raises:
-            ValueError: an empty id or title, or the same id twice.
+            ValueError: an empty id or title, the same id twice, or an id already in the
+                catalogue with different content (changing an item needs a refit); nothing
+                changes then.
         """
         ids = [it.item_id for it in items]
         if len(set(ids)) != len(ids):
@@ -486,16 +496,32 @@ class Recommender:
             if not it.item_id.strip() or not it.title.strip():
                 raise ValueError(f"item {it.item_id!r} needs a non-empty item_id and title")
         with self._lock.write():
-            self.store.upsert_items(items)
-            self._apply_items(items)
-            self._seqs = _Sequences(self.catalogue.interactions, self.catalogue.n_users)
-        return len(items)
+            added = self._apply_items(items, strict=True)
+            # served first, stored second: a crash in between loses an item nobody was told
+            # about, never one that was acknowledged (and a failed add stores nothing)
+            self.store.upsert_items(added)
+        return len(added)
 
-    def _apply_items(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        vectors = self.encoder.encode_items(items)
-        self.hybrid.add_items(items, vectors)
+    def _apply_items(self, items: Sequence[Item], *, strict: bool) -> list[Item]:
+        """Add the items the catalogue does not hold yet; returns them."""
+        ds = self.catalogue
+        fresh = []
+        for it in items:
+            index = ds.item_index.get(it.item_id)
+            if index is None:
+                fresh.append(it)
+            elif _content(ds.items[index]) != _content(it):
+                message = (
+                    f"item {it.item_id!r} is already in the catalogue with different content; "
+                    "changing an existing item needs a refit (hyrec fit)"
+                )
+                if strict:
+                    raise ValueError(message)
+                log.warning("skipping a stored upsert: %s", message)
+        if fresh:
+            self.hybrid.add_items(fresh, self.encoder.encode_items(fresh))
+            self._seqs = _Sequences(self.catalogue.interactions, self.catalogue.n_users)
+        return fresh
 
     # ---- internals ------------------------------------------------------------------------------
     @property
@@ -575,7 +601,7 @@ class Recommender:
         else:
             key = "anon-" + _digest(history or ())
         profile = self.profiles.profile(key, state.events[-self.config.profile_events :])
-        if profile.source != "llm":
+        if self.llm is not None and profile.source != "llm":
             why = getattr(profile, "fallback_reason", None) or "LLM failed"
             fallbacks.append(f"profile: {why}; used the attribute-based profile")
         vector = None
@@ -651,6 +677,11 @@ def _event(item: Item, rating: float | None, timestamp: int) -> ProfileEvent:
     from .profiles import ProfileEvent
 
     return ProfileEvent(item.title, item.attributes, rating, timestamp)
+
+
+def _content(item: Item) -> str:
+    body = [item.title, item.description, dict(item.attributes)]
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _fields(obj: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from agent.api import Recommender, UnknownItemError
@@ -209,17 +208,21 @@ def test_upserted_items_are_served_and_survive_a_restart(model_dir, saved):
         Item("new-2", "Beta story returns", "", {"genres": ["B"], "year": 2002}),
     ]
     with open_model(model_dir, saved) as m:
-        try:
-            assert m.upsert_items(new) == 2
-        except AttributeError as e:  # HybridRecommender.add_items not there yet (H1)
-            pytest.skip(str(e))
+        assert m.upsert_items(new) == 2
+        assert m.upsert_items(new) == 0  # the same items again: nothing to do
         assert m.catalogue.n_items == 26
-        assert {"new-1", "new-2"} <= {h.item_id for h in m.search("beta story deluxe", k=5)}
-        m.feedback("fan", "new-1", "like")  # a new item can take feedback at once
-    with open_model(model_dir, saved) as m:
+        assert m.search("deluxe beta story", k=1)[0].item_id == "new-1"
+        assert len(m.hybrid.store.get_embeddings(["new-1", "new-2"])) == 2
+        m.feedback("fan", "new-1", "like")  # a new item takes feedback at once
+        with pytest.raises(ValueError, match="different content"):
+            m.upsert_items([Item("new-1", "Renamed", "", {})])
+        with pytest.raises(ValueError, match="twice"):
+            m.upsert_items([new[0], new[0]])
+        assert m.catalogue.n_items == 26
+    with open_model(model_dir, saved) as m:  # replayed from the feedback store
         assert m.catalogue.n_items == 26 and m.catalogue.items[24].item_id == "new-1"
+        assert m.catalogue.items[25].title == "Beta story returns"
         assert m.store.count("fan") == 1
-        ids = np.array([r.item_id for r in m.recommend("fan", k=5, explain=False).items])
-        assert "new-1" not in ids
-    with pytest.raises(ValueError, match="twice"), open_model(model_dir, saved) as m:
-        m.upsert_items([new[0], new[0]])
+        recs = m.recommend("fan", k=5, explain=False).items
+        assert "new-1" not in {r.item_id for r in recs}
+        assert [block(r.item_id) for r in recs if r.item_id.isdigit()].count("B") >= 3

@@ -124,9 +124,13 @@ def test_put_items_validates_and_upserts(client):
     assert r.status_code == 422 and "items" in r.json()["error"]["message"]
     item = {"item_id": "n1", "title": "Beta story new", "attributes": {"genres": ["B"]}}
     r = client.put("/v1/items", json={"items": [item]}, headers=AUTH)
-    if r.status_code == 500 and "AttributeError" in r.json()["error"]["message"]:
-        pytest.skip("HybridRecommender.add_items is not there yet (H1)")
     assert r.status_code == 200 and r.json() == {"upserted": 1, "n_items": 25}
+    r = client.put("/v1/items", json={"items": [{**item, "title": "Renamed"}]}, headers=AUTH)
+    assert r.status_code == 400 and "different content" in r.json()["error"]["message"]
+    r = client.post(
+        "/v1/feedback", json={"user_id": "a", "item_id": "n1", "event": "like"}, headers=AUTH
+    )
+    assert r.status_code == 200
 
 
 BAD = [
@@ -166,10 +170,17 @@ def test_malformed_json_is_a_422_not_a_500(client):
     headers = {**AUTH, "Content-Type": "application/json"}
     r = client.post("/v1/feedback", content=b'{"user_id": "a",', headers=headers)
     assert r.status_code == 422 and "JSON" in r.json()["error"]["message"]
+    body = b'{"user_id": "a", "item_id": "1", "event": "rating", "value": Infinity}'
+    r = client.post("/v1/feedback", content=body, headers=headers)
+    assert r.status_code == 422 and "value" in r.json()["error"]["message"]
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
@@ -179,7 +190,7 @@ fields = {
     "user_id": st.text(max_size=5) | json_values,
     "item_id": st.sampled_from(["1", "12", "x", ""]) | json_values,
     "event": st.sampled_from(["like", "rating", "dislike", "??"]) | json_values,
-    "value": st.floats(allow_nan=False) | json_values,
+    "value": st.floats(allow_nan=False, allow_infinity=False) | json_values,
     "k": st.integers(-3, 200) | json_values,
     "history": st.lists(st.sampled_from(["1", "2", "zz"]), max_size=3) | json_values,
     "filters": st.fixed_dictionaries(
