@@ -1,16 +1,16 @@
 """Single-user recommend() latency of the hybrid, without any LLM stage (``hyrec bench latency``).
 
 On a synthetic catalogue (default 10,000 items with titles, genres, years and 384-d text vectors
-clustered
-by genre; users with genre tastes and time-ordered histories) or on a real dataset, fit the default
-hybrid
-— with few training epochs, since latency does not depend on how long the models trained — then time
-``recommend_batch`` for one user at a time, as a serving process would. Reports p50/p99 in
-milliseconds.
+clustered by genre; users with genre tastes and time-ordered histories) or on a real dataset, fit
+the default hybrid — with few training epochs, since latency does not depend on how long the models
+trained — then time ``recommend_batch`` for one user at a time, as a serving process would: plain
+requests, requests with a genre filter, and requests with a query vector. Reports p50/p99 in
+milliseconds and the machine's load average while it measured (the machine may be shared).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -22,6 +22,7 @@ from encoders.lightgcn import LightGCN, LightGCNConfig
 from encoders.sasrec import SASRec, SASRecConfig
 from hyrec.data import Dataset, Item, leave_one_out, load_dataset
 from retrieval.hybrid import HybridConfig, HybridRecommender
+from retrieval.store import Filter
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation")
 
@@ -94,21 +95,23 @@ def run(
     histories = [task.history[np.array([u])] for u in np.searchsorted(task.history.users, users)]
     for h in histories[:20]:  # warm-up: first calls pay for lazy initialisation
         model.recommend_batch(h, k=10)
-    times = []
-    for h in histories:
-        t = time.perf_counter()
-        model.recommend_batch(h, k=10)
-        times.append((time.perf_counter() - t) * 1000)
-    times_a = np.asarray(times)
+    load_before = os.getloadavg()[0]
+    plain = _summary(_timed(model, histories))
+    genre = ds.items[0].attributes.get("genres") or []
+    flt = Filter(genres_any=tuple(genre[:1])) if genre else Filter(year_min=1990)
+    filtered = _summary(_timed(model, histories, filter=flt))
+    queries = vectors[rng.integers(0, ds.n_items, size=requests)]
+    with_query = _summary(_timed(model, histories, queries=queries))
+    load_after = os.getloadavg()[0]
     return {
         "catalogue": ds.name,
         "items": ds.n_items,
         "users": ds.n_users,
         "requests": requests,
-        "p50_ms": round(float(np.percentile(times_a, 50)), 2),
-        "p90_ms": round(float(np.percentile(times_a, 90)), 2),
-        "p99_ms": round(float(np.percentile(times_a, 99)), 2),
-        "max_ms": round(float(times_a.max()), 2),
+        **plain,
+        "filtered": {"filter": repr(flt), **filtered},
+        "with_query": with_query,
+        "load_average_1min": {"before": round(load_before, 2), "after": round(load_after, 2)},
         "candidates_per_request": round(
             float(
                 np.mean([len(model.recommend_batch(h, k=ds.n_items)[0]) for h in histories[:50]])
@@ -116,6 +119,7 @@ def run(
             1,
         ),
         "fit_seconds": round(fit_s, 1),
+        "cpus": os.cpu_count(),
         "components": list(model.config.components),
         "ranker": model.fit_report.get("ranker"),
         "llm": False,
@@ -123,4 +127,29 @@ def run(
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
         },
+    }
+
+
+def _timed(
+    model: HybridRecommender,
+    histories: list,
+    filter: Filter | None = None,
+    queries: np.ndarray | None = None,
+) -> np.ndarray:
+    """Milliseconds of one single-user ``recommend_batch`` call per history."""
+    times = []
+    for row, h in enumerate(histories):
+        q = None if queries is None else queries[row : row + 1]
+        t = time.perf_counter()
+        model.recommend_batch(h, k=10, filter=filter, query_vectors=q)
+        times.append((time.perf_counter() - t) * 1000)
+    return np.asarray(times)
+
+
+def _summary(times: np.ndarray) -> dict[str, float]:
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p90_ms": round(float(np.percentile(times, 90)), 2),
+        "p99_ms": round(float(np.percentile(times, 99)), 2),
+        "max_ms": round(float(times.max()), 2),
     }

@@ -1,13 +1,14 @@
 """Per (user, candidate) features for the ranking head.
 
-For every component scorer: its raw score, the score standardised over the user's unseen items, and
-log(1 + rank) in that scorer's full-catalogue ranking — so the head can mix scores on different
-scales.
-Then item facts (log popularity, days since the item was last consumed, release year), the user's
-history
-length, the cosine to the user's most recent item, which candidate sources proposed the item, and —
-when
-LLM interest profiles are available — the cosine between the profile embedding and the item.
+Only scale-free views of each component's score go in: the score standardised over the user's
+unseen items (``z``) and ``log(1 + rank)`` of the item in that component's ranking of the unseen
+catalogue. Raw scores do not: their scale drifts whenever a component is retrained, and the head
+must not depend on it (ML-100K validation NDCG@10 was the same or better without them,
+``eval/results/ml-100k/hybrid-experiments.md``). Then item facts (log popularity, days since the
+item was last consumed, release year), the user's history length, the cosine between the item and
+the user's most recent item, which candidate sources proposed the item, and — when the hybrid was
+fitted with a profile function — the cosine between the user's interest-profile embedding and the
+item.
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ class ItemFacts:
     """Catalogue-side inputs to the features, computed once at fit time."""
 
     popularity: np.ndarray  # (n_items,) training users per item
-    days_since_last: (
-        np.ndarray
-    )  # (n_items,) days between the item's last training event and the end
+    days_since_last: np.ndarray  # (n_items,) days from the item's last training event to the end
     year: np.ndarray  # (n_items,) release year, NaN when unknown
     embeddings: np.ndarray | None  # (n_items, d) unit-norm text embeddings
+
+    def extended(self, year: np.ndarray, embeddings: np.ndarray | None) -> ItemFacts:
+        """These facts plus new items that have no events yet (popularity 0, days unknown)."""
+        k = len(year)
+        return ItemFacts(
+            np.concatenate([self.popularity, np.zeros(k, np.float32)]),
+            np.concatenate([self.days_since_last, np.full(k, np.nan, np.float32)]),
+            np.concatenate([self.year, np.asarray(year, np.float64)]),
+            None if self.embeddings is None else np.vstack([self.embeddings, embeddings]),
+        )
 
 
 def feature_names(
@@ -39,7 +48,7 @@ def feature_names(
 ) -> list[str]:
     names = []
     for c in components:
-        names += [f"{c}:score", f"{c}:z", f"{c}:log_rank"]
+        names += [f"{c}:z", f"{c}:log_rank"]
     names += ["log_popularity", "log_days_since_last", "year", "log_history_len"]
     if with_text:
         names.append("last_item_cosine")
@@ -49,13 +58,35 @@ def feature_names(
     return names
 
 
-def ranks_of(scores: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """(B, n) 0-based rank of every item in each row's descending order, seen items ranked last."""
-    s = np.where(seen, -np.inf, scores)
-    order = np.argsort(-s, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(s.shape[1])[None, :], axis=1)
-    return ranks
+def seen_rows(history: History) -> list[np.ndarray]:
+    """Each row's distinct history items, as sorted int arrays."""
+    m = history.matrix
+    return [m.indices[m.indptr[r] : m.indptr[r + 1]] for r in range(len(history))]
+
+
+def standardised_and_ranks(
+    scores: np.ndarray, seen: Sequence[np.ndarray], candidates: Sequence[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row, for its candidates: the score standardised over the row's unseen items, and the
+    number of unseen items that score strictly higher (the 0-based rank, ties sharing a rank).
+
+    One sort per row of the catalogue; the few seen items are subtracted, not masked out, so the
+    cost does not grow with a (B, n_items) mask.
+    """
+    n = scores.shape[1]
+    ordered = np.sort(scores, axis=1)  # (B, n) ascending
+    out = []
+    for row, (s, done, items) in enumerate(zip(scores, seen, candidates, strict=True)):
+        done_s = s[done]
+        count = n - len(done)
+        mean = (s.sum(dtype=np.float64) - done_s.sum(dtype=np.float64)) / max(count, 1)
+        sq = np.square(s, dtype=np.float64).sum() - np.square(done_s, dtype=np.float64).sum()
+        std = np.sqrt(max(sq / max(count, 1) - mean * mean, 0.0)) + 1e-6
+        c = s[items]
+        higher = n - np.searchsorted(ordered[row], c, side="right")
+        higher -= (done_s[None, :] > c[:, None]).sum(axis=1)
+        out.append((((c - mean) / std).astype(np.float32), higher))
+    return out
 
 
 def build_features(
@@ -65,25 +96,23 @@ def build_features(
     facts: ItemFacts,
     sources: Sequence[str],
     profile_vectors: np.ndarray | None = None,
+    seen: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """One (n_candidates, n_features) float32 matrix per user, columns in :func:`feature_names`
-    order."""
-    seen = history.matrix.toarray().astype(bool)
-    per_component = []
-    for s in scores.values():
-        masked = np.where(seen, np.nan, s)
-        mean = np.nanmean(masked, axis=1, keepdims=True)
-        std = np.nanstd(masked, axis=1, keepdims=True) + 1e-6
-        per_component.append((s, (s - mean) / std, np.log1p(ranks_of(s, seen))))
+    order (``profile_cosine`` only when ``profile_vectors`` is given)."""
+    seen = seen_rows(history) if seen is None else seen
+    items = [c.items for c in candidates]
+    per_component = [standardised_and_ranks(s, seen, items) for s in scores.values()]
     item_cols = np.stack(
         [np.log1p(facts.popularity), np.log1p(facts.days_since_last), facts.year], axis=1
-    ).astype(np.float32)
+    ).astype(np.float32)  # (n_items, 3)
     out = []
     for row, cand in enumerate(candidates):
         idx = cand.items
         cols = []
-        for raw, z, log_rank in per_component:
-            cols += [raw[row, idx], z[row, idx], log_rank[row, idx]]
+        for component in per_component:
+            z, higher = component[row]
+            cols += [z, np.log1p(higher)]
         cols += list(item_cols[idx].T)
         cols.append(np.full(len(idx), np.log1p(len(history.sequences[row]))))
         if facts.embeddings is not None:
@@ -92,6 +121,6 @@ def build_features(
             cols.append(facts.embeddings[idx] @ last)
         if profile_vectors is not None:
             cols.append(facts.embeddings[idx] @ profile_vectors[row])
-        cols += [cand.sources[s].astype(np.float32) for s in sources]
+        cols += [cand.sources[s] if s in cand.sources else np.zeros(len(idx)) for s in sources]
         out.append(np.stack(cols, axis=1).astype(np.float32))
     return out

@@ -106,9 +106,9 @@ class LightGBMRanker:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         assert self.booster is not None, "fit() first"
-        return self.booster.predict(x, num_iteration=self.booster.best_iteration or None).astype(
-            np.float32
-        )
+        # one thread: a request scores a few hundred rows, where OpenMP start-up costs more
+        best = self.booster.best_iteration or None
+        return self.booster.predict(x, num_iteration=best, num_threads=1).astype(np.float32)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -145,6 +145,7 @@ class MLPRanker:
         self.net: nn.Sequential | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self._layers: list[tuple[np.ndarray, np.ndarray]] = []  # (W, b) per Linear, for predict
 
     def _build(self, n_features: int) -> nn.Sequential:
         h = self.config.hidden
@@ -189,7 +190,16 @@ class MLPRanker:
                 log.debug("mlp ranker epoch %d: valid ndcg@10 %.4f", epoch, score)
         if best_state is not None:
             self.net.load_state_dict(best_state)
+        self._cache_weights()
         return self
+
+    def _cache_weights(self) -> None:
+        """NumPy copies of the layers, so predict() runs without torch's per-call overhead."""
+        self._layers = [
+            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+            for m in self.net
+            if isinstance(m, nn.Linear)
+        ]
 
     def _padded(self, groups: Groups) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised groups stacked as (G, L, F) with a (G, L) padding mask."""
@@ -205,10 +215,14 @@ class MLPRanker:
         return np.nan_to_num((x - self.mean) / self.std, nan=0.0).astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n,) scores of one group's (n, F) features: the net's forward pass, in NumPy."""
         assert self.net is not None, "fit() first"
-        self.net.eval()
-        with torch.no_grad():
-            return self.net(torch.from_numpy(self._norm(x))).squeeze(1).numpy()
+        h = self._norm(x)
+        for i, (w, b) in enumerate(self._layers):
+            h = h @ w + b
+            if i < len(self._layers) - 1:
+                h = np.maximum(h, 0.0)  # ReLU between the linear layers, as in _build
+        return h[:, 0].astype(np.float32)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -226,6 +240,7 @@ class MLPRanker:
         ranker.net = ranker._build(meta["n_features"])
         ranker.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ranker.mean, ranker.std = tensors["mean"].numpy(), tensors["std"].numpy()
+        ranker._cache_weights()
         return ranker
 
 

@@ -138,6 +138,8 @@ def test_item_list_union_never_duplicates_and_tags_sources(proposals):
 
 
 def test_mlp_head_learns_with_missing_feature_values():
+    import torch
+
     from retrieval.ranker import MLPRanker, ndcg_at
 
     rng = np.random.default_rng(0)
@@ -153,3 +155,159 @@ def test_mlp_head_learns_with_missing_feature_values():
     scores = [head.predict(x) for x in xs[40:]]
     assert all(np.isfinite(s).all() for s in scores)
     assert ndcg_at(scores, ys[40:]) > 0.8
+    with torch.no_grad():  # the NumPy forward pass is the torch net's
+        reference = head.net(torch.from_numpy(head._norm(xs[40]))).squeeze(1).numpy()
+    np.testing.assert_allclose(scores[0], reference, rtol=1e-4, atol=1e-5)
+
+
+# ---- query blend, cold start, profiles, similar, add_items ---------------------------------------
+def block_vector(emb: np.ndarray, block: str) -> np.ndarray:
+    """A unit query vector pointing at block A (items 0-11) or B (items 12-23)."""
+    v = emb[:12].mean(0) if block == "A" else emb[12:].mean(0)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_a_query_shifts_the_list_towards_its_items_and_is_tagged(fitted):
+    model, split = fitted
+    history = split.task("test").history[np.arange(0, 40, 2)]  # even users: they love block A
+    emb = model.facts.embeddings
+    plain = model.recommend_batch(history, k=5)
+    assert np.mean([(lst.items < 12).mean() for lst in plain]) >= 0.8
+    queries = np.tile(block_vector(emb, "B"), (len(history), 1))
+    asked = model.recommend_batch(history, k=5, query_vectors=queries)
+    assert np.mean([(lst.items >= 12).mean() for lst in asked]) >= 0.5  # weight 1: half and half
+    for lst in asked:
+        assert "query" in lst.columns
+        assert lst.sources["query"].any()
+    zero = model.recommend_batch(history, k=5, query_vectors=np.zeros_like(queries))
+    for a, b in zip(plain, zero, strict=True):  # a zero row means "no query"
+        np.testing.assert_array_equal(a.items, b.items)
+
+
+def test_query_vectors_of_the_wrong_shape_are_refused(fitted):
+    model, split = fitted
+    history = split.task("test").history[:3]
+    with pytest.raises(ValueError, match="expected \\(3, 8\\)"):
+        model.recommend_batch(history, query_vectors=np.ones((2, 8), np.float32))
+
+
+def test_cold_start_row_with_an_empty_history(fitted):
+    model, _ = fitted
+    empty = History(np.array([-1]), (np.zeros(0, np.int32),), 24)
+    lst = model.recommend_batch(empty, k=5)[0]
+    assert len(lst) == 5 and len(set(lst.items.tolist())) == 5
+    query = block_vector(model.facts.embeddings, "B")[None]
+    lst = model.recommend_batch(empty, k=5, query_vectors=query)[0]
+    assert (lst.items >= 12).all()
+
+
+def test_more_filters_genres_none_exclusions_and_unknown_genres(fitted):
+    model, split = fitted
+    history = split.task("test").history
+    lists = model.recommend_batch(history, k=5, filter=Filter(genres_none=("A",)))
+    assert all((lst.items >= 12).all() for lst in lists)
+    banned = tuple(str(i) for i in range(12, 24))
+    lists = model.recommend_batch(history[1::2], k=5, filter=Filter(exclude_ids=banned))
+    assert all((lst.items < 12).all() for lst in lists)  # odd users, their own block banned
+    lists = model.recommend_batch(history, k=5, filter=Filter(genres_any=("Western",)))
+    assert all(len(lst) == 0 for lst in lists)
+
+
+def test_similar_items_come_from_the_same_block_and_respect_filters(fitted):
+    model, _ = fitted
+    lst = model.similar(3, k=5)
+    assert len(lst) == 5 and 3 not in lst.items.tolist()
+    assert (lst.items < 12).all()
+    assert set(lst.columns) == {"text", "collaborative"}
+    lst = model.similar(3, k=5, filter=Filter(year_min=2005))  # items 15.. only
+    assert (lst.items >= 15).all()
+    with pytest.raises(IndexError, match="outside the catalogue"):
+        model.similar(24)
+
+
+def fresh_model(profile_fn=None):
+    ds = checkerboard(n_users=40, n_items=24)
+    split = leave_one_out(ds)
+    emb = designed_embeddings(ds.n_items, np.random.default_rng(0))
+    model = HybridRecommender(CHEAP)
+    model.profile_fn = profile_fn
+    return model.fit(FitData(ds, split.train, split.task("valid"), item_embeddings=emb)), split
+
+
+def test_add_items_grows_the_catalogue_and_survives_save_load(tmp_path):
+    from hyrec.data import Item
+
+    model, split = fresh_model()
+    emb = model.facts.embeddings
+    new = [Item("n1", "new 1", attributes={"genres": ["B"], "year": 2020}), Item("n2", "new 2")]
+    before = model.store.count()
+    assert model.add_items(new, np.stack([block_vector(emb, "B")] * 2)) == 2
+    assert model.dataset.n_items == 26 and model.store.count() == before + 2
+    assert model.native_items["als"] == 24 and model.native_items["semantic"] == 26
+    history = split.task("test").history
+    lists = model.recommend_batch(history[1::2], k=26)  # odd users love block B
+    assert all({24, 25} <= set(lst.items.tolist()) for lst in lists)
+    assert (model.similar(24, k=5).items >= 12).all()  # a new item's neighbours: by its text
+    assert (model.recommend_batch(history, k=5, filter=Filter(year_min=2020))[1].items == 24).all()
+    with pytest.raises(ValueError, match="already in the catalogue"):
+        model.add_items([Item("n1", "again")], emb[:1])
+    with pytest.raises(ValueError, match="expected \\(1, 8\\)"):
+        model.add_items([Item("n3", "bad")], np.ones((1, 4)))
+    assert model.dataset.n_items == 26  # the refused calls changed nothing
+    model.save(tmp_path / "m")
+    loaded = HybridRecommender.load(tmp_path / "m")
+    assert loaded.dataset.n_items == 26 and loaded.native_items == model.native_items
+    for a, b in zip(
+        model.recommend_batch(history, 10), loaded.recommend_batch(history, 10), strict=True
+    ):
+        np.testing.assert_array_equal(a.items, b.items)
+
+
+def test_profile_feature_is_trained_on_histories_without_the_target():
+    calls = []
+
+    def profile_fn(history):
+        calls.append(history)
+        out = np.zeros((len(history), 8), np.float32)
+        for row, seq in enumerate(history.sequences):
+            if len(seq):
+                out[row, 0 if np.mean(seq < 12) >= 0.5 else 1] = 1.0
+        return out
+
+    model, split = fresh_model(profile_fn)
+    assert model.uses_profile
+    rest, held = inner_split(split.train)
+    head_call = calls[0]  # the head-training groups come first
+    for user, seq in zip(head_call.users, head_call.sequences, strict=True):
+        target = held.item[held.user == user]
+        assert len(seq) == (rest.user == user).sum()
+        assert not np.isin(target, seq).any()
+    n_features = model.ranker.booster.num_feature()
+    history = split.task("test").history
+    lists = model.recommend_batch(history, k=5)
+    assert len(calls) > 2  # recommend called it too
+    assert np.mean([(lst.items < 12).mean() for lst in lists[::2]]) >= 0.8
+    plain, _ = fresh_model()
+    assert plain.ranker.booster.num_feature() == n_features - 1
+    given = model.recommend_batch(history, k=5, profile_vectors=profile_fn(history))
+    for a, b in zip(lists, given, strict=True):
+        np.testing.assert_array_equal(a.items, b.items)
+
+
+def test_chromadb_neighbours_give_the_exact_lists_on_a_small_catalogue(fitted):
+    from dataclasses import replace
+
+    model, split = fitted
+    history = split.task("test").history
+    queries = np.tile(block_vector(model.facts.embeddings, "B"), (len(history), 1))
+    flt = Filter(genres_none=("A",), exclude_ids=("23",))
+    exact = model.recommend_batch(history, k=5, filter=flt, query_vectors=queries)
+    config = model.config
+    model.config = replace(config, ann_min_items=0)  # every catalogue goes through HNSW
+    try:
+        ann = model.recommend_batch(history, k=5, filter=flt, query_vectors=queries)
+    finally:
+        model.config = config
+    for a, b in zip(exact, ann, strict=True):  # HNSW is exact on 24 items
+        np.testing.assert_array_equal(a.items, b.items)
+        assert 23 not in b.items.tolist() and (b.items >= 12).all()
