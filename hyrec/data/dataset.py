@@ -13,6 +13,7 @@ file order (as RecBole does with ``order: TO``).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -163,6 +164,22 @@ class Dataset:
 
     def with_interactions(self, interactions: Interactions, name: str | None = None) -> Dataset:
         return Dataset(name or self.name, self.items, self.user_ids, interactions, self.skipped)
+
+    def with_items(self, items: Sequence[Item]) -> Dataset:
+        """This dataset with ``items`` appended to the catalogue (interactions unchanged).
+
+        Raises:
+            DataError: an id that is already in the catalogue or repeated among ``items``.
+        """
+        counts = Counter(it.item_id for it in items)
+        clash = sorted(i for i, n in counts.items() if n > 1 or i in self.item_index)
+        if clash:
+            raise DataError(
+                f"item ids already in the catalogue of {self.name} or repeated: {clash}"
+            )
+        return Dataset(
+            self.name, self.items + tuple(items), self.user_ids, self.interactions, self.skipped
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """Counts plus a content hash, so a metrics file says exactly which data it measured."""
