@@ -178,7 +178,7 @@ class ProfileEvent:
 @dataclass(frozen=True)
 class ProfileConfig:
     recent: int = 12  # latest items in the prompt (~15 tokens each; SmolLM2 prefill ~160 tokens/s)
-    max_tokens: int = 200  # enough for the five keys; a rambling model is cut and retried
+    max_tokens: int = 160  # the five keys need ~60; a rambling model is cut and retried
     max_retries: int = 1  # repair attempts after invalid output (bounded: each costs a full call)
     timeout: float | None = None  # seconds per call; None: the backend's default
     concurrency: int = 2  # profile_many's parallel calls (match the server's slots)

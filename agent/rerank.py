@@ -62,7 +62,7 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def mmr_order(
-    relevance: np.ndarray, embeddings: np.ndarray, k: int, lambda_: float = 0.7
+    relevance: np.ndarray, embeddings: np.ndarray, k: int, lambda_: float = 0.5
 ) -> np.ndarray:
     """Row positions picked greedily by λ·relevance − (1 − λ)·max cosine to the rows already picked.
 
@@ -103,7 +103,7 @@ def _reordered(candidates: ItemList, rows: np.ndarray, extra: Mapping[str, np.nd
     )
 
 
-def mmr(candidates: ItemList, embeddings: np.ndarray, k: int, lambda_: float = 0.7) -> ItemList:
+def mmr(candidates: ItemList, embeddings: np.ndarray, k: int, lambda_: float = 0.5) -> ItemList:
     """The top ``k`` of ``candidates`` re-ordered by MMR over their head scores and embeddings.
 
     Args:
@@ -126,7 +126,7 @@ class RerankConfig:
     window: int = 20  # the head's top-K the LLM sees (at most 26 labels)
     mode: Literal["auto", "logprobs", "listwise"] = "auto"  # auto: logprobs, else listwise JSON
     llm_weight: float = 0.5  # relevance = (1 − w)·head + w·LLM, both scaled to [0, 1]
-    lambda_: float = 0.7  # MMR: relevance vs. diversity (the MMR baseline uses the same)
+    lambda_: float = 0.5  # MMR relevance vs. diversity; on ML-100K validation 0.3–1 tie on NDCG
     history: int = 10  # latest history titles shown to the LLM
     top_logprobs: int = 20  # alternatives asked for at the first token (enough for 20 labels)
     listwise_tokens: int = 160  # max_tokens of a listwise JSON answer

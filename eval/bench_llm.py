@@ -80,9 +80,10 @@ def _load() -> str:
 class Bench:
     """Fits the two hybrids once and measures every row on the same users."""
 
-    def __init__(self, config: BenchConfig, llm: LLM | None) -> None:
+    def __init__(self, config: BenchConfig, llm: LLM | None, out: Path | None = None) -> None:
         self.config = config
         self.llm = llm
+        self.out = out  # the report is rewritten after every row, so a cut-short run keeps them
         ds = load_dataset(config.dataset)
         split = make_split(ds, EvalConfig(dataset=config.dataset))
         self.dataset = ds
@@ -95,6 +96,7 @@ class Bench:
         self.sample_users = set(self.test.history.users.tolist())
         self.rerank_config = RerankConfig(window=config.window)
         self.results: dict[str, dict[str, Any]] = {}
+        self.profile_stats: dict[str, Any] = {}
 
     def hybrid_config(self) -> HybridConfig:
         c = self.config.components
@@ -149,6 +151,8 @@ class Bench:
         row.update(extra or {})
         self.results[name] = row
         log.info("%s: %s", name, {c: row[c] for c in COLUMNS})
+        if self.out is not None:
+            write(self.report(), self.out)
         return row
 
     def stage(self, llm: LLM | None) -> RerankStage:
@@ -172,12 +176,11 @@ class Bench:
         self.measure("profile:fallback", with_profile, self.test, None)
         if cfg.all_users:
             self.measure("profile:fallback (all users)", with_profile, self.test_all, None)
-        profile_stats: dict[str, Any] = {}
         if cfg.llm:
             service = ProfileService(self.llm, self.encoder, config=ProfileConfig())
             fn = HistoryProfiles(service, self.dataset, llm_users=self.sample_users)
             fn.profiles(self.test.history)  # profile the sample once (cached): throughput
-            profile_stats = {
+            self.profile_stats = {
                 "profiles_per_s": service.stats["last_batch"]["profiles_per_s"],
                 "profile_seconds": service.stats["last_batch"]["seconds"],
                 "profile_llm_ok": service.stats["llm_ok"],
@@ -188,8 +191,12 @@ class Bench:
                 "profile_errors": dict(service.stats["errors"]),
             }
             with_profile.profile_fn = fn
-            self.measure("profile:llm", with_profile, self.test, None, profile_stats)
+            self.measure("profile:llm", with_profile, self.test, None, self.profile_stats)
             self.measure("profile:llm+llm", with_profile, self.test, self.stage(self.llm))
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        cfg = self.config
         return {
             "config": {**asdict(self.config), "hybrid": asdict(self.hybrid_config())},
             "rerank_config": asdict(self.rerank_config),
@@ -208,7 +215,8 @@ class Bench:
             },
             "llm": getattr(self.llm, "name", None),
             "rows": self.results,
-            "profile_stats": profile_stats,
+            "profile_stats": self.profile_stats,
+            "command": "python -m eval.bench_llm " + " ".join(sys.argv[1:]),
         }
 
 
@@ -273,11 +281,10 @@ def main() -> None:
 
         handle = connect()
     try:
-        report = Bench(config, handle.llm if handle else None).run()
+        report = Bench(config, handle.llm if handle else None, args.out).run()
     finally:
         if handle is not None:
             handle.close()
-    report["command"] = "python -m eval.bench_llm " + " ".join(sys.argv[1:])
     print(json.dumps(report["rows"], indent=2))
     if args.out is not None:
         write(report, args.out)
