@@ -101,7 +101,18 @@ def eval_command(
     console.print(f"wrote {out / dataset / 'metrics.json'} and report.md")
 
 
-DEMO_MODELS = ("pop", "itemknn", "als", "bpr")  # the baselines: seconds to fit on ML-100K
+def _recent_titles(ds, user: str, n: int) -> list[str]:
+    from hyrec.data import History
+
+    row = np.array([ds.user_index[user]])
+    seq = History.from_interactions(ds.interactions, row, ds.n_items).sequences[0]
+    return [ds.items[i].title for i in seq[-n:]]
+
+
+def _default_demo_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hyrec")) / "models" / "demo-ml-100k"
 
 
 @app.command()
@@ -109,61 +120,74 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder holding MovieLens-100K's u.data.")
     ] = None,
-    users: Annotated[str, typer.Option(help="Comma-separated user ids to show.")] = "1,196,405",
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the fitted model lives (default: the user cache); reused."),
+    ] = None,
+    user: Annotated[str, typer.Option(help="User id to recommend for.")] = "196",
+    message: Annotated[
+        str, typer.Option(help="The chat request to answer.")
+    ] = "something like Alien but funnier, for tonight",
     k: Annotated[int, typer.Option("-k", help="List length.")] = 10,
+    refit: Annotated[bool, typer.Option(help="Fit again even if a saved model exists.")] = False,
+    llm: Annotated[
+        bool, typer.Option("--llm/--no-llm", help="Use the LLM stages (embedded by default).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Fit the baselines on MovieLens-100K and show top-k recommendations for a few users."""
-    from encoders.base import FitData
-    from encoders.registry import make_scorer
-    from hyrec.data import History, load_dataset
-    from hyrec.metrics import top_k
+    """Fit the full hybrid on MovieLens-100K (once), then show a user's top-k with reasons and one
+    chat exchange, on the embedded defaults (chromadb on disk, packaged MiniLM, packaged LLM)."""
+    from agent.api import Recommender
+    from agent.chat import ChatAgent
+    from agent.llm import Message
 
     _setup_logging(False)
+    if k <= 0:
+        _fail("-k must be a positive list length")
+    folder = model_dir or _default_demo_dir()
+    if refit or not (folder / "hybrid.json").is_file():
+        try:
+            _fit_recommender("ml-100k", data_dir, "minilm", folder).close()
+        except (DataError, ValueError) as e:
+            _fail(str(e))
+        if not as_json:
+            console.print(f"fitted and saved to {folder}")
+    elif not as_json:
+        console.print(f"reusing the model in {folder} (--refit fits again)")
+    handle, why = _connect_llm(llm)
     try:
-        ds = load_dataset("ml-100k", data_dir)
-    except DataError as e:
-        _fail(str(e))
-    data = FitData(ds, ds.interactions)
-    ids = [u.strip() for u in users.split(",") if u.strip()]
-    missing = [u for u in ids if u not in ds.user_index]
-    if missing:
-        _fail(f"unknown user id(s) {missing} in ml-100k (ids run from 1 to {ds.n_users})")
-    rows = np.array([ds.user_index[u] for u in ids])
-    history = History.from_interactions(ds.interactions, rows, ds.n_items, n_users=ds.n_users)
-    result: dict[str, dict[str, list[str]]] = {u: {} for u in ids}
-    with console.status("fitting baselines on ml-100k…"):
-        for name in DEMO_MODELS:
-            model = make_scorer(name).fit(data)
-            recs = top_k(model.score(history), k, exclude=history.matrix)
-            for u, r in zip(ids, recs, strict=True):
-                result[u][name] = [ds.items[i].title for i in r]
+        with Recommender.load(folder, llm=handle.llm if handle else None) as model:
+            if user not in model.catalogue.user_index:
+                _fail(f"unknown user id {user!r} in ml-100k")
+            recs = model.recommend(user, k=k)
+            agent = ChatAgent.configured(model, base_url=handle.base_url if handle else None, k=5)
+            reply = agent.reply([Message("user", message)])
+            recent = _recent_titles(model.catalogue, user, 3)
+    finally:
+        if handle is not None:
+            handle.close()
+    fallbacks = ([why] if why else []) + list(recs.fallbacks) + list(reply.fallbacks)
     if as_json:
-        print(json.dumps(result, indent=2))
+        body = {
+            "user_id": user,
+            "items": [
+                {"item_id": it.item_id, "title": it.title, "reason": it.reason} for it in recs.items
+            ],
+            "chat": {"user": message, "assistant": reply.text},
+            "fallbacks": fallbacks,
+        }
+        print(json.dumps(body, ensure_ascii=False))
         return
-    for u, seq in zip(ids, history.sequences, strict=True):
-        recent = [ds.items[i].title for i in seq[-3:]]
-        table = Table(title=f"user {u} — recently: {'; '.join(recent)}")
-        table.add_column("#", justify="right")
-        for name in result[u]:
-            table.add_column(name)
-        for rank in range(k):
-            table.add_row(str(rank + 1), *(result[u][name][rank] for name in result[u]))
-        console.print(table)
-
-
-def _fit_data(dataset: str, data_dir: Path | None, text_model: str):
-    """The whole dataset as training data, each user's last event held out for early stopping."""
-    from encoders.base import FitData
-    from encoders.text import TextEncoder, TextEncoderConfig
-    from hyrec.data import Interactions, leave_one_out, load_dataset
-
-    ds = load_dataset(dataset, data_dir)
-    split = leave_one_out(ds)
-    train = Interactions.concat([split.train, split.valid])
-    valid = split.task("test")  # the most recent event of each user: early stopping only
-    vectors = TextEncoder(TextEncoderConfig(model=text_model)).encode_items(ds.items)
-    return ds, FitData(ds, train, valid, vectors)
+    table = Table(title=f"user {user} — recently: {'; '.join(recent)}")
+    for col in ("#", "title", "sources", "why"):
+        table.add_column(col)
+    for r, it in enumerate(recs.items, 1):
+        table.add_row(str(r), it.title, ", ".join(it.sources), it.reason or "")
+    console.print(table)
+    console.print(f"[bold]you>[/] {message}")
+    console.print(f"[bold]hyrec>[/] {reply.text}")
+    for line in fallbacks:
+        console.print(f"[yellow]fallback:[/] {line}")
 
 
 @app.command()
@@ -177,19 +201,29 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Fit the hybrid recommender (components, chromadb store, ranking head) and save it."""
-    from retrieval.hybrid import HybridRecommender
-
     _setup_logging(verbose)
     try:
-        ds, data = _fit_data(dataset, data_dir, text_model)
+        model = _fit_recommender(dataset, data_dir, text_model, out)
     except (DataError, ValueError) as e:
         _fail(str(e))
+    model.close()
+    console.print(f"saved to {out}: {json.dumps(model.hybrid.fit_report)}")
+
+
+def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: Path):
+    """Fit on every user's history (the last event early-stops) and save the model folder."""
+    from agent.api import Recommender, RecommenderConfig
+    from encoders.text import TextEncoder, TextEncoderConfig
+    from hyrec.data import load_dataset
+
+    ds = load_dataset(dataset, data_dir)
+    encoder = TextEncoder(TextEncoderConfig(model=text_model))
     with console.status(
         f"fitting the hybrid on {ds.name} ({ds.n_users} users, {ds.n_items} items)…"
     ):
-        model = HybridRecommender(store_path=out / "chroma").fit(data)
+        model = Recommender.fit(ds, RecommenderConfig(text_model=text_model), encoder=encoder)
         model.save(out)
-    console.print(f"saved to {out}: {json.dumps(model.fit_report)}")
+    return model
 
 
 def _parse_filter(

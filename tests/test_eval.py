@@ -137,13 +137,19 @@ def test_ml100k_protocol_matches_recbole(ml100k_dir):
     assert 0 < report["models"]["semantic"]["ild@10"] < 1
 
 
-def test_demo_shows_every_baseline_for_each_user(tmp_path):
+def test_demo_fits_once_then_shows_reasons_and_a_chat_answer(tmp_path):
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
-    result = runner.invoke(
-        app, ["demo", "--data-dir", str(folder), "--users", "u0,u1", "--json", "-k", "3"]
-    )
-    assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
-    assert set(shown) == {"u0", "u1"}
-    assert all(set(lists) == {"pop", "itemknn", "als", "bpr"} for lists in shown.values())
-    assert all(len(titles) == 3 for lists in shown.values() for titles in lists.values())
+    args = ["demo", "--data-dir", str(folder), "--model-dir", str(tmp_path / "model")]
+    args += ["--user", "u0", "-k", "3", "--no-llm", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    shown = json.loads(first.stdout)
+    assert shown["user_id"] == "u0" and len(shown["items"]) == 3
+    assert all(it["title"] and it["reason"] for it in shown["items"])
+    assert shown["chat"]["user"] and shown["chat"]["assistant"]
+    assert any("--no-llm" in f for f in shown["fallbacks"])
+    saved = (tmp_path / "model" / "hybrid.json").stat().st_mtime_ns
+    again = runner.invoke(app, args)  # reuses the saved model
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["items"] == shown["items"]
+    assert (tmp_path / "model" / "hybrid.json").stat().st_mtime_ns == saved
