@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int, llm: bool, log: Path) -> subprocess.Popen:
+def start_server(
+    model_dir: Path, port: int, llm: bool, log: Path, threads: int
+) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hyrec.cli_serve", "--model-dir", str(model_dir)]
     cmd += ["--port", str(port), "--api-key", KEY, "--llm" if llm else "--no-llm"]
+    cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -97,6 +101,7 @@ async def load(
             body = {"user_id": rng.choice(users), "k": 10}
             plan.append(("recommendations", "/v1/recommendations", body))
     results: list[tuple[str, float, int | str]] = []
+    fallbacks: Counter[str] = Counter()  # stage → responses where it fell back
     next_request = iter(range(len(plan)))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -111,8 +116,11 @@ async def load(
                 try:
                     r = await client.post(path, json=body)
                     status: int | str = r.status_code
-                    if status == 200 and kind == "recommendations" and not r.json()["items"]:
-                        status = "empty list"
+                    if status == 200 and kind == "recommendations":
+                        body = r.json()
+                        if not body["items"]:
+                            status = "empty list"
+                        fallbacks.update({f.split(":")[0] for f in body["fallbacks"]})
                 except httpx.HTTPError as e:
                     status = type(e).__name__
                 results.append((kind, (time.perf_counter() - t) * 1000, status))
@@ -127,6 +135,7 @@ async def load(
         "wall_seconds": round(wall, 2),
         "requests_per_second": round(len(results) / wall, 1),
         "latency_ms": _percentiles([ms for _, ms, _ in results]),
+        "responses_with_fallback_by_stage": dict(fallbacks),
     }
     for kind in ("recommendations", "feedback"):
         ms = [m for k, m, _ in results if k == kind]
@@ -162,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = Path(args.server_log)
     log.parent.mkdir(parents=True, exist_ok=True)
     events_before = _events(feedback_db)
-    proc = start_server(model_dir, port, args.llm, log)
+    proc = start_server(model_dir, port, args.llm, log, args.threads)
     base = f"http://127.0.0.1:{port}"
     try:
         health = httpx.get(f"{base}/healthz").json()
@@ -189,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **fit,
         },
         "clients": args.clients,
+        "server_threads": args.threads,
         "feedback_share": args.feedback_share,
         "warmup_requests": warm["requests"],
         "warmup_errors": warm["errors"],
@@ -197,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "feedback_events_stored": stored,
         "server_exit_code": code,
         "command": " ".join(["python -m eval.bench_http_load", *sys.argv[1:]]),
+        "code": _git(),
         "machine": {
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -204,6 +215,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "note": "client and server share the machine's cores",
         },
     }
+
+
+def _git() -> dict[str, Any]:
+    """The commit measured, and which tracked files differed from it (work in progress)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "diff", "--name-only"], capture_output=True, text=True)
+    except OSError:
+        return {}
+    return {"commit": head.stdout.strip(), "uncommitted_changes": dirty.stdout.split()}
 
 
 def _events(path: Path) -> int:
@@ -240,9 +261,12 @@ def markdown(r: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        f"- {r['clients']} concurrent clients, {r['requests']} requests, **{r['errors']} errors**"
+        f"- {r['clients']} concurrent clients, {r['requests']} requests, "
+        f"server threads {r['server_threads']}, **{r['errors']} errors**"
         + (f" ({', '.join(r['error_kinds'])})" if r["errors"] else ""),
         f"- {r['requests_per_second']} requests/s over {r['wall_seconds']} s",
+        "- recommendation responses with an LLM fallback, by stage: "
+        + (json.dumps(r["responses_with_fallback_by_stage"]) if r["llm"] else "n/a (no LLM)"),
         f"- feedback events acknowledged: {r['feedback_events_acknowledged']}, found in the "
         f"SQLite file after shutdown: {r['feedback_events_stored']}",
         "- latency is client-side wall time per request, queueing included: with "
@@ -262,6 +286,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--feedback-share", type=float, default=0.1)
     p.add_argument("--llm", action="store_true", help="serve with the LLM stages on")
+    p.add_argument("--threads", type=int, default=8, help="the server's --threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--server-log", default="runs/http-load/server.log")
     p.add_argument("--out", default=None, help="JSON file to write (a .md beside it too)")

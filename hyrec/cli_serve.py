@@ -34,6 +34,9 @@ def serve(
             "Without one, or if it cannot start, the hybrid answers alone.",
         ),
     ] = True,
+    threads: Annotated[
+        int, typer.Option(help="Requests computed at once (more only shares the CPU thinner).")
+    ] = 8,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
@@ -58,12 +61,20 @@ def serve(
     except FileNotFoundError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
-    app = create_app(recommender, api_key=key, closing=(handle,), chat_agent=chat)
+    app = create_app(recommender, api_key=key, closing=(handle,), chat_agent=chat, threads=threads)
     console.print(
         f"hyrec serving {model_dir} on http://{host}:{port} (docs at /docs; "
         f"LLM {'on' if recommender.llm is not None else 'off'})"
     )
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info" if verbose else "warning",
+        # longer than clients keep idle pooled connections, so the server does not close one
+        # just as a client reuses it (uvicorn's 5 s default gave sporadic ReadErrors under load)
+        timeout_keep_alive=75,
+    )
 
 
 if __name__ == "__main__":
