@@ -149,6 +149,16 @@ def test_query_text_shifts_a_cold_start_list(model):
     assert [block(r.item_id) for r in recs.items].count("B") >= 4
 
 
+def test_context_is_parsed_into_filters_and_query_text(model):
+    recs = model.recommend("u0", k=5, context="something from before 1995", explain=False)
+    assert recs.items and all(int(r.item_id) <= 4 for r in recs.items)  # year = 1990 + id
+    recs = model.recommend("u0", k=5, context="a beta story, no genre A", explain=False)
+    assert len(recs.items) == 5 and all(block(r.item_id) == "B" for r in recs.items)
+    assert all("query" in r.contributions for r in recs.items)  # the query text was embedded
+    cold = model.recommend("someone-new", k=4, context="tonight with the kids", explain=False)
+    assert len(cold.items) == 4
+
+
 def test_search_finds_text_matches(model):
     hits = model.search("beta story 17", k=3)
     assert hits[0].item_id == "17" and hits[0].sources == ("query",)

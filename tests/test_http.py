@@ -231,6 +231,25 @@ def test_chat_completions_answer_in_openai_shape(client):
     assert len(out["hyrec"]["items"]) == 3
 
 
+def test_langchain_and_openai_clients_talk_to_the_chat_endpoint(client):
+    from langchain_openai import ChatOpenAI
+    from openai import OpenAI
+
+    chat = ChatOpenAI(
+        base_url="http://testserver/v1", api_key=KEY, model="hyrec", http_client=client
+    )
+    answer = chat.invoke("something fun")
+    assert isinstance(answer.content, str) and answer.content.startswith("Try: ")
+    oa = OpenAI(base_url="http://testserver/v1", api_key=KEY, http_client=client)
+    got = oa.chat.completions.create(model="hyrec", messages=[{"role": "user", "content": "hi"}])
+    assert got.choices[0].message.content.startswith("Try: ")
+    streamed = oa.chat.completions.create(
+        model="hyrec", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text.startswith("Try: ")
+
+
 def test_chat_streaming_is_server_sent_events(client):
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
     with client.stream("POST", "/v1/chat/completions", json=body, headers=AUTH) as r:
