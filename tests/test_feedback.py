@@ -226,3 +226,32 @@ def test_upserted_items_are_served_and_survive_a_restart(model_dir, saved):
         recs = m.recommend("fan", k=5, explain=False).items
         assert "new-1" not in {r.item_id for r in recs}
         assert [block(r.item_id) for r in recs if r.item_id.isdigit()].count("B") >= 3
+
+
+def test_concurrent_requests_feedback_and_deletion_stay_consistent(model_dir, saved):
+    import threading
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    with open_model(model_dir, saved) as m:
+
+        def reader(n: int) -> None:
+            try:
+                while not stop.is_set():
+                    m.recommend(f"u{n}", k=5, explain=False)
+                    m.feedback(f"r{n}", str(n % 24), "view")
+            except BaseException as e:  # noqa: BLE001 - the test reports it
+                errors.append(e)
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        removed = m.forget_user("u5")  # a writer must get through a steady stream of readers
+        waited = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert removed > 0 and waited < 5
