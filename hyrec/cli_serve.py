@@ -53,6 +53,9 @@ def serve(
     except ValueError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
+    if not (model_dir / "hybrid.json").is_file():  # before starting an LLM for nothing
+        console.print(f"[bold red]error:[/] {model_dir}: no saved model (run `hyrec fit` first)")
+        raise typer.Exit(code=2)
     if not 0 < port < 65536:
         console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
         raise typer.Exit(code=2)
