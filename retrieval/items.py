@@ -1,10 +1,8 @@
 """The one currency type between recommendation stages: a small frozen list of scored items.
 
 An :class:`ItemList` carries item indices, the current score of each, the per-source score columns
-that
-produced it (``columns``) and which candidate sources proposed each item (``sources``). Stages
-never pass
-bare dicts or ``(ids, scores)`` tuples to each other.
+that produced it (``columns``) and which candidate sources proposed each item (``sources``). Stages
+never pass bare dicts or ``(ids, scores)`` tuples to each other.
 """
 
 from __future__ import annotations
@@ -69,8 +67,11 @@ class ItemList:
     @classmethod
     def union(cls, proposals: Mapping[str, np.ndarray]) -> ItemList:
         """Merge candidate item arrays from named sources; scores start at 0."""
-        items = np.unique(
-            np.concatenate([np.asarray(v, dtype=np.int64) for v in proposals.values()])
-        )
-        sources = {name: np.isin(items, v) for name, v in proposals.items()}
+        arrays = [np.asarray(v, dtype=np.int64) for v in proposals.values()]
+        items, where = np.unique(np.concatenate(arrays), return_inverse=True)
+        sources, start = {}, 0
+        for name, v in zip(proposals, arrays, strict=True):
+            flags = np.zeros(len(items), dtype=bool)
+            flags[where[start : start + len(v)]] = True  # one sort in all, not one per source
+            sources[name], start = flags, start + len(v)
         return cls(items, np.zeros(len(items), np.float32), {}, sources)
