@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from encoders.base import FitData, NotFittedError
-from encoders.sasrec import SASRec, SASRecConfig
+from encoders.sasrec import SASRec, SASRecConfig, _Ema
 from hyrec.data import Dataset, History, Item
 
 N_ITEMS, N_USERS, DIM = 12, 40, 16
@@ -44,8 +44,19 @@ def cycle_data() -> FitData:
 
 
 def tiny(item_input: str = "text", **kw) -> SASRecConfig:
-    base = dict(max_len=8, hidden=16, layers=1, heads=1, ffn=16, dropout=0.0, lr=1e-2,
-                batch_size=16, max_epochs=30, threads=1, seed=0)
+    base = dict(
+        max_len=8,
+        hidden=16,
+        layers=1,
+        heads=1,
+        ffn=16,
+        dropout=0.0,
+        lr=1e-2,
+        batch_size=16,
+        max_epochs=30,
+        threads=1,
+        seed=0,
+    )
     return SASRecConfig(item_input=item_input, **{**base, **kw})
 
 
@@ -102,8 +113,9 @@ def test_add_items_scores_new_text_without_retraining(fitted, data):
 
 
 def test_save_load_round_trip(fitted, data, tmp_path):
-    history = History(np.array([0, -1, 5]), (np.array([0, 1, 2]), np.array([7]), np.array([9, 10])),
-                      N_ITEMS + 1)
+    history = History(
+        np.array([0, -1, 5]), (np.array([0, 1, 2]), np.array([7]), np.array([9, 10])), N_ITEMS + 1
+    )
     for mode, model in fitted.items():
         model.save(tmp_path / mode)
         loaded = SASRec.load(tmp_path / mode)
@@ -135,3 +147,26 @@ def test_bad_config_and_unfitted_use_are_refused():
         SASRecConfig(item_input="title")
     with pytest.raises(NotFittedError):
         SASRec().score(History.of_items([0], N_ITEMS))
+
+
+def test_ema_averages_weights_and_restores_the_live_ones():
+    net = torch.nn.Linear(2, 1)
+    ema = _Ema(net, decay=0.75)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(4.0)
+    ema.update(net)  # shadow = 0.75 · start + 0.25 · (start + 4) = start + 1
+    with ema.applied(net):
+        torch.testing.assert_close(net.weight.detach(), start + 1.0)
+    torch.testing.assert_close(net.weight.detach(), start + 4.0)  # live weights are back
+
+
+def test_ema_model_learns_and_round_trips(data, tmp_path):
+    model = SASRec(tiny("text+id", ema=0.9)).fit(data)
+    lasts = np.arange(N_ITEMS)
+    history = History(np.full(N_ITEMS, -1), tuple(np.array(walk(i)) for i in lasts), N_ITEMS + 1)
+    assert (model.score(history).argmax(axis=1) == (lasts + 1) % N_ITEMS).mean() >= 0.9
+    model.save(tmp_path / "ema")
+    loaded = SASRec.load(tmp_path / "ema")
+    assert loaded.config.ema == 0.9
+    np.testing.assert_array_equal(model.score(history), loaded.score(history))
