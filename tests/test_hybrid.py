@@ -137,7 +137,7 @@ def test_item_list_union_never_duplicates_and_tags_sources(proposals):
     assert len(top) == min(3, len(lst)) and np.all(np.diff(top.scores) <= 0)
 
 
-def test_mlp_head_learns_with_missing_feature_values():
+def test_mlp_head_learns_with_missing_feature_values(tmp_path):
     import torch
 
     from retrieval.ranker import MLPRanker, ndcg_at
@@ -155,9 +155,13 @@ def test_mlp_head_learns_with_missing_feature_values():
     scores = [head.predict(x) for x in xs[40:]]
     assert all(np.isfinite(s).all() for s in scores)
     assert ndcg_at(scores, ys[40:]) > 0.8
-    with torch.no_grad():  # the NumPy forward pass is the torch net's
-        reference = head.net(torch.from_numpy(head._norm(xs[40]))).squeeze(1).numpy()
+    assert len(head.nets) == 3
+    with torch.no_grad():  # the NumPy forward pass is the torch nets' mean
+        x = torch.from_numpy(head._norm(xs[40]))
+        reference = np.mean([net(x).squeeze(1).numpy() for net in head.nets], axis=0)
     np.testing.assert_allclose(scores[0], reference, rtol=1e-4, atol=1e-5)
+    head.save(tmp_path / "head")
+    np.testing.assert_array_equal(MLPRanker.load(tmp_path / "head").predict(xs[40]), scores[0])
 
 
 # ---- query blend, cold start, profiles, similar, add_items ---------------------------------------
