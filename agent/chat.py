@@ -63,6 +63,7 @@ class ChatConfig:
     max_tool_rounds: int = 4  # model → tools round trips per turn before answering
     max_tokens: int = 512  # per model call (sent as max_tokens: llama.cpp ignores the newer name)
     reason_chars: int = 160  # a reason line is cut at this length
+    candidates: int = 20  # items asked from each recommender call before fusing
 
 
 @dataclass(frozen=True)
@@ -289,25 +290,52 @@ class ChatAgent:
         exclude: tuple[str, ...],
         fallbacks: list[str],
     ) -> list[Recommendation]:
+        """Ask the recommender and fuse its answers (see :func:`fuse`).
+
+        A bare "like X" asks ``similar_items`` alone. Otherwise the voices are the personal (or
+        cold-start) list for the query, the semantic search for the query, and the neighbours of
+        each anchor (at most two), all under the same filters; a voice that fails is named in
+        ``fallbacks`` and the others still answer.
+        """
         rec = self.recommender
         filters = None if intent.filters == Filter() else intent.filters
+        n = max(self.config.candidates, k) + len(exclude)
+        query = intent.query_text or None
+        voices: list[tuple[str, Any]] = []
         if intent.is_pure_similarity and len(intent.anchors) == 1:
+            voices.append(
+                ("similar_items", lambda: rec.similar_items(intent.anchors[0], n, filters))
+            )
+        else:
+
+            def personal() -> list[Recommendation]:
+                got = rec.recommend(
+                    user_id, k=n, query=query, filters=filters, exclude=exclude,
+                    explain=user_id is not None,  # anonymous: no history to ground a reason in
+                )  # fmt: skip
+                fallbacks.extend(f for f in got.fallbacks if f not in fallbacks)
+                return list(got.items)
+
+            voices.append(("recommend", personal))
+            if query:
+                voices.append(("search", lambda: rec.search(query, n, filters)))
+            for anchor in intent.anchors[:2]:
+                voices.append(("similar_items", lambda a=anchor: rec.similar_items(a, n, filters)))
+        lists: list[list[Recommendation]] = []
+        for name, ask in voices:
             try:
-                got = rec.similar_items(intent.anchors[0], k + len(exclude), filters)
-                return [r for r in got if r.item_id not in exclude][:k]
-            except Exception as e:
-                log.warning("similar_items failed, using recommend: %s", e)
-                fallbacks.append(f"similar_items: {type(e).__name__}: {_short(e)}; used recommend")
-        got = rec.recommend(
-            user_id,
-            k=k,
-            query=intent.query_text or None,
-            filters=filters,
-            exclude=exclude,
-            explain=user_id is not None,  # an anonymous user has no history to ground a reason in
-        )
-        fallbacks += [f for f in got.fallbacks if f not in fallbacks]
-        return [r for r in got.items if r.item_id not in exclude][:k]
+                lists.append([r for r in ask() if r.item_id not in exclude])
+            except Exception as e:  # one voice failing leaves the others
+                log.warning("chat: %s failed: %s", name, e)
+                fallbacks.append(f"{name}: {type(e).__name__}: {_short(e)}")
+        if not lists:
+            raise RuntimeError("every recommender call failed")
+        ds = self.catalogue
+        wanted = set(intent.genres) | {
+            g for a in intent.anchors for g in item_genres(ds.items[ds.item_index[a]])
+        }
+        wanted -= set(intent.filters.genres_none)
+        return fuse(lists, ds, wanted if intent.anchors else set())[:k]
 
     # ---- tool path ----------------------------------------------------------------------------
     def _tool_reply(
@@ -466,6 +494,33 @@ def listed_items(text: str, catalogue: Dataset) -> list[str]:
         if item_id is not None and item_id not in out:
             out.append(item_id)
     return out
+
+
+def fuse(
+    lists: Sequence[Sequence[Recommendation]], catalogue: Dataset, anchor_genres: set[str]
+) -> list[Recommendation]:
+    """Reciprocal rank fusion of ``lists`` (Cormack, Clarke & Büttcher, SIGIR 2009: score
+    Σ 1/(60 + rank)); with ``anchor_genres`` ("like X but funnier"), items sharing more of them
+    come first and fusion orders the ties. Each item keeps its first list's record (the
+    personal list's carries the reason)."""
+    score: dict[str, float] = {}
+    first: dict[str, Recommendation] = {}
+    for lst in lists:
+        for rank, rec in enumerate(lst, start=1):
+            score[rec.item_id] = score.get(rec.item_id, 0.0) + 1.0 / (_RRF_K + rank)
+            first.setdefault(rec.item_id, rec)
+
+    def shared(item_id: str) -> int:
+        index = catalogue.item_index.get(item_id)
+        if index is None or not anchor_genres:
+            return 0
+        return len(anchor_genres & set(item_genres(catalogue.items[index])))
+
+    order = sorted(score, key=lambda i: (-shared(i), -score[i], i))
+    return [first[i] for i in order]
+
+
+_RRF_K = 60  # reciprocal rank fusion's constant (the paper's value)
 
 
 def _inherit(intent: Intent, before: Intent) -> Intent:

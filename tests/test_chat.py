@@ -13,7 +13,7 @@ import typer
 from langchain_core.messages import AIMessage
 
 from agent.api import FeedbackReceipt, Recommendation, Recommendations
-from agent.chat import ChatAgent, ChatReply, chat_mode, listed_items, make_chat_model
+from agent.chat import ChatAgent, ChatReply, chat_mode, fuse, listed_items, make_chat_model
 from agent.intent import item_genres
 from agent.llm import Message
 from agent.settings import LLMSettings
@@ -29,10 +29,21 @@ class FakeRecommender:
     """The Recommender contract over the tiny catalogue: filters honoured exactly, items ranked by
     how many query words their text holds, then by popularity; every call recorded."""
 
-    def __init__(self, catalogue: Dataset, fail: Exception | None = None) -> None:
+    def __init__(
+        self, catalogue: Dataset, fail: Exception | None = None, failing: Sequence[str] = ()
+    ) -> None:
         self.catalogue = catalogue
         self.fail = fail
+        self.failing = set(failing) or {"recommend", "search", "similar_items"}
         self.calls: list[tuple[str, dict]] = []
+
+    def last(self, name: str) -> dict:
+        """The arguments of the latest call of ``name``."""
+        return [args for n, args in self.calls if n == name][-1]
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.fail is not None and name in self.failing:
+            raise self.fail
 
     def _allowed(self, filters: Filter | None, exclude: Sequence[str]) -> list[int]:
         f = filters or Filter()
@@ -82,17 +93,18 @@ class FakeRecommender:
     ) -> Recommendations:  # fmt: skip
         args = {"user": user, "k": k, "query": query, "filters": filters}
         self.calls.append(("recommend", {**args, "exclude": tuple(exclude)}))
-        if self.fail is not None:
-            raise self.fail
+        self._maybe_fail("recommend")
         items = self._rank(query, self._allowed(filters, exclude), k)
         return Recommendations(user, tuple(items), ("rerank: none in the fake",))
 
     def search(self, query: str, k: int = 10, filters: Filter | None = None):
         self.calls.append(("search", {"query": query, "k": k, "filters": filters}))
+        self._maybe_fail("search")
         return self._rank(query, self._allowed(filters, ()), k)
 
     def similar_items(self, item_id: str, k: int = 10, filters: Filter | None = None):
         self.calls.append(("similar_items", {"item_id": item_id, "k": k, "filters": filters}))
+        self._maybe_fail("similar_items")
         anchor = self.catalogue.items[self.catalogue.item_index[item_id]]
         query = " ".join(item_genres(anchor))
         return self._rank(query, self._allowed(filters, (item_id,)), k)
@@ -126,13 +138,14 @@ def lines(reply: ChatReply) -> list[re.Match]:
 
 def test_like_alien_but_funnier(rec, cat):
     reply = ChatAgent(rec, k=3).reply([user("something like Alien but funnier, for tonight")])
-    name, call = rec.calls[-1]
-    assert name == "recommend"
+    call = rec.last("recommend")
     assert call["query"] == reply.intent.query_text and "crowd-pleaser" in call["query"]
     assert call["filters"] == Filter(genres_any=("Comedy",))
     assert call["exclude"] == ("1",)
+    assert rec.last("search")["query"] == call["query"]
+    assert rec.last("similar_items")["item_id"] == "1"
     ids = [r.item_id for r in reply.items]
-    assert ids == ["6", "5", "4"]  # the sci-fi comedies first: their text shares most words
+    assert ids == ["6", "5", "4"]  # comedies sharing most genres with Alien first
     assert [m.group(1) for m in lines(reply)] == ["1", "2", "3"]
     assert listed_items(reply.text, cat) == ids
     assert "Comedy as asked" in lines(reply)[0].group(3)
@@ -148,20 +161,20 @@ def test_follow_up_resolves_the_second_one_and_keeps_constraints(rec, cat):
     assert second.intent.anchors == ("7",)
     f = second.intent.filters
     assert (f.genres_none, f.year_min, f.year_max) == (("Horror",), 1990, 1999)
-    assert set(rec.calls[-1][1]["exclude"]) == {"4", "7"}
+    assert set(rec.last("recommend")["exclude"]) == {"4", "7"}
     assert [r.item_id for r in second.items] == ["13"]  # the only other 90s children's film
 
 
 def test_pure_like_uses_similar_items(rec):
     reply = ChatAgent(rec, k=2).reply([user("like Aliens")])
-    assert rec.calls[-1][0] == "similar_items"
+    assert [name for name, _ in rec.calls] == ["similar_items"]
     assert "2" not in [r.item_id for r in reply.items]
     assert "close to" in reply.text or "like Aliens" in reply.text
 
 
 def test_cold_start_user_gets_the_query_path(rec):
     reply = ChatAgent(rec).reply([user("I love clever space movies")], user_id="newcomer")
-    call = rec.calls[-1][1]
+    call = rec.last("recommend")
     assert call["user"] == "newcomer"
     assert call["filters"] == Filter(genres_any=("Sci-Fi",))
     assert "new here" in reply.text.splitlines()[0]
@@ -171,7 +184,7 @@ def test_cold_start_user_gets_the_query_path(rec):
 
 def test_known_user_is_passed_through(rec):
     ChatAgent(rec).reply([user("something funny")], user_id="u1")
-    assert rec.calls[-1][1]["user"] == "u1"
+    assert rec.last("recommend")["user"] == "u1"
 
 
 def test_unsatisfiable_genre_is_relaxed_and_said(rec):
@@ -195,7 +208,25 @@ def test_recommender_failure_never_crashes(cat):
     rec = FakeRecommender(cat, fail=RuntimeError("index is gone"))
     reply = ChatAgent(rec).reply([user("something funny")])
     assert reply.items == ()
-    assert any("RuntimeError: index is gone" in f for f in reply.fallbacks)
+    assert any("recommend: RuntimeError: index is gone" in f for f in reply.fallbacks)
+    assert any("search: RuntimeError: index is gone" in f for f in reply.fallbacks)
+
+
+def test_one_failing_voice_leaves_the_others(cat):
+    rec = FakeRecommender(cat, fail=TimeoutError("slow"), failing=["search"])
+    reply = ChatAgent(rec, k=2).reply([user("something funny")])
+    assert len(reply.items) == 2
+    assert "search: TimeoutError: slow" in reply.fallbacks
+
+
+def test_fuse_prefers_anchor_genres_then_agreement(cat):
+    def recs(*ids: str) -> list[Recommendation]:
+        return [Recommendation(i, i, 0.0, (), {}) for i in ids]
+
+    lists = [recs("12", "5", "8"), recs("5", "14", "6")]
+    assert [r.item_id for r in fuse(lists, cat, set())] == ["5", "12", "14", "6", "8"]  # ties: id
+    sci_fi = [r.item_id for r in fuse(lists, cat, {"Sci-Fi", "Action"})]
+    assert sci_fi == ["6", "5", "12", "14", "8"]  # Men in Black shares both genres
 
 
 def test_said_likes_become_feedback_for_signed_in_users(rec):
@@ -205,7 +236,7 @@ def test_said_likes_become_feedback_for_signed_in_users(rec):
     reply = ChatAgent(rec, k=2).reply([*convo, user("I hated the first one")], user_id="u1")
     assert ("feedback", {"user": "u1", "item_id": hated.item_id, "event": "dislike"}) in rec.calls
     assert reply.text.splitlines()[0] == f"Noted: you did not like {hated.title}."
-    assert hated.item_id in rec.calls[-1][1]["exclude"]
+    assert hated.item_id in rec.last("recommend")["exclude"]
     before = len(rec.calls)
     ChatAgent(rec).reply([user("I loved Alien")])  # anonymous: nothing is stored
     assert all(name != "feedback" for name, _ in rec.calls[before:])
@@ -291,7 +322,7 @@ def test_tool_failures_fall_back_to_rules(rec, script, expected):
     reply = ChatAgent(rec, chat_model=ScriptedChatModel(script)).reply([user("something funny")])
     assert not reply.used_llm_tools
     assert any(expected in f and "used rules" in f for f in reply.fallbacks)
-    assert reply.items and rec.calls[-1][0] == "recommend"
+    assert reply.items and rec.last("recommend")["query"] == reply.intent.query_text
 
 
 def test_tools_report_errors_instead_of_raising(rec):
