@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -42,7 +43,7 @@ from retrieval.items import ItemList
 from retrieval.store import Filter
 
 from .feedback import FeedbackStore, check_event, is_positive
-from .llm import LLM
+from .llm import LLM, Completion, LLMTimeout, Message
 
 if TYPE_CHECKING:
     from .profiles import InterestProfile, ProfileEvent
@@ -68,6 +69,9 @@ class RecommenderConfig:
     text_model: str = PACKAGED_MODEL  # item/query encoder (see encoders.text.TextEncoderConfig)
     rerank_candidates: int = 20  # head top-N the LLM re-ranks (a 135M model handles ~20 titles)
     llm_reasons: int = 3  # items whose reason the LLM writes; the rest get the deterministic reason
+    # LLM seconds one recommendation may spend over all its stages; calls past it fail fast as
+    # timeouts, so those stages fall back (one slow call can no longer stack up 30 s per stage)
+    llm_budget: float = 20.0
     profile_events: int = 50  # latest events an interest profile is built from
     prompt_history: int = 20  # latest titles shown to the re-ranker
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
@@ -166,6 +170,45 @@ class _RWLock:
                 self._cond.notify_all()
 
 
+class _Budgeted:
+    """An LLM that caps each call at what is left of the calling thread's time budget.
+
+    The stages run in the request's thread, so a thread-local deadline bounds one request's LLM
+    time without the stages knowing about it; a call made after the deadline raises
+    :class:`LLMTimeout` at once (and the stage falls back).
+    """
+
+    def __init__(self, llm: LLM) -> None:
+        self.inner = llm
+        self.name = getattr(llm, "name", "llm")
+        self._local = threading.local()
+
+    @contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        outer = getattr(self._local, "deadline", None)
+        self._local.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._local.deadline = outer
+
+    def complete(
+        self, messages: Sequence[Message], *, timeout: float | None = None, **kwargs: Any
+    ) -> Completion:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0.05:
+                raise LLMTimeout("this request's LLM time budget is spent")
+            timeout = left if timeout is None else min(timeout, left)
+        return self.inner.complete(messages, timeout=timeout, **kwargs)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
 class _Sequences:
     """Each snapshot user's items in time order, indexed once (CSR-like)."""
 
@@ -205,7 +248,7 @@ class Recommender:
         self.encoder = encoder
         self.config = config
         self.store = store
-        self.llm = llm
+        self.llm = _Budgeted(llm) if llm is not None else None
         self.model_dir = model_dir
         self._salt = salt
         self._lock = _RWLock()
@@ -218,11 +261,11 @@ class Recommender:
             from .profiles import ProfileService
 
             cache = model_dir / "profiles" if model_dir is not None else None
-            self.profiles = ProfileService(llm, encoder, cache_dir=cache)
+            self.profiles = ProfileService(self.llm, encoder, cache_dir=cache)
         if llm is not None:
             from .rerank import LLMReranker, RerankConfig
 
-            self.reranker = LLMReranker(llm, RerankConfig(window=config.rerank_candidates))
+            self.reranker = LLMReranker(self.llm, RerankConfig(window=config.rerank_candidates))
 
     # ---- building ----------------------------------------------------------------------------
     @property
@@ -350,7 +393,7 @@ class Recommender:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         fallbacks: list[str] = []
-        with self._lock.read():
+        with self._lock.read(), self._budget():
             state = self._state(user, history)
             texts = [query] if query else []
             flt = _merge(filters, Filter(exclude_ids=tuple(exclude) + state.disliked))
@@ -422,9 +465,10 @@ class Recommender:
             vectors = embeddings[state.event_items[-n:]] if embeddings is not None else None
             item_vector = embeddings[index] if embeddings is not None else None
             item = self.catalogue.items[index]
-        return explain_item(
-            self.llm, state.events[-n:], item, history_vectors=vectors, item_vector=item_vector
-        )
+        with self._budget():
+            return explain_item(
+                self.llm, state.events[-n:], item, history_vectors=vectors, item_vector=item_vector
+            )
 
     # ---- feedback and deletion -----------------------------------------------------------------
     def feedback(
@@ -528,6 +572,14 @@ class Recommender:
         return fresh
 
     # ---- internals ------------------------------------------------------------------------------
+    @contextmanager
+    def _budget(self) -> Iterator[None]:
+        if self.llm is None:
+            yield
+            return
+        with self.llm.budget(self.config.llm_budget):
+            yield
+
     @property
     def n_items(self) -> int:
         return self.catalogue.n_items

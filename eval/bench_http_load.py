@@ -133,7 +133,7 @@ async def load(
         "errors": sum(1 for _, _, s in results if s != 200),
         "error_kinds": sorted({str(s) for _, _, s in results if s != 200}),
         "wall_seconds": round(wall, 2),
-        "requests_per_second": round(len(results) / wall, 1),
+        "requests_per_second": round(len(results) / wall, 3),
         "latency_ms": _percentiles([ms for _, ms, _ in results]),
         "responses_with_fallback_by_stage": dict(fallbacks),
     }
@@ -245,6 +245,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['model']['dataset']} ({r['model']['items']} items, {r['model']['users']} users). "
         f"Machine: {r['machine']['cpus']} CPUs, shared by the clients and the server.",
         "",
+        *([f"Conditions: {r['note']}", ""] if r.get("note") else []),
         "| endpoint | requests | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -291,10 +292,11 @@ def main() -> None:
     p.add_argument("--server-log", default="runs/http-load/server.log")
     p.add_argument("--out", default=None, help="JSON file to write (a .md beside it too)")
     p.add_argument("--fresh", action="store_true", help="refit the model first")
+    p.add_argument("--note", default="", help="measurement conditions, kept in the results")
     args = p.parse_args()
     if args.fresh and Path(args.model_dir).exists():
         shutil.rmtree(args.model_dir)
-    result = run(args)
+    result = {**run(args), "note": args.note}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

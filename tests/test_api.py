@@ -3,8 +3,10 @@ and the LLM stages with scripted models (failures become named fallbacks, never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +264,17 @@ def test_a_working_llm_reranks_profiles_and_explains_without_fallbacks(saved, tm
     assert "it continues a story you liked" not in (recs.items[-1].reason or "")  # llm_reasons=2
     assert [block(r.item_id) for r in recs.items].count("B") >= 3
     assert [r.item_id for r in plain.items] != [] and plain.fallbacks == ()
+
+
+def test_one_request_spends_at_most_its_llm_budget(saved, tmp_path):
+    folder, cache = saved
+    llm = ScriptedLLM([UNIVERSAL], repeat_last=True, delay=0.4)  # every call takes 0.4 s
+    config = json.loads((folder / "recommender.json").read_text())
+    with llm_model(saved, tmp_path, llm) as m:
+        m.config = dataclasses.replace(m.config, llm_budget=1.0)
+        t0 = time.perf_counter()
+        recs = m.recommend("u1", k=4)
+        seconds = time.perf_counter() - t0
+    assert len(recs.items) == 4 and all(r.reason for r in recs.items)
+    assert seconds < 1.0 + 0.5  # without the budget: profile, 1-2 re-rank calls, 2 reasons
+    assert recs.fallbacks and config["config"]["llm_budget"] == 20.0
