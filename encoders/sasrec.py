@@ -33,7 +33,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
@@ -68,9 +68,6 @@ class SASRecConfig:
     dropout: float = 0.3  # on the input and every residual branch (0.3 > 0.2 on validation)
     attn_dropout: float = 0.0  # on attention weights; > 0 forces slow (B, T, T) masks on CPU
     id_dropout: float = 0.5  # text+id: share of IDs dropped per step; 0 overfits (0.104 < 0.115)
-    id_l2: float = 0.0  # text+id: penalty on the IDs' squared norm (1e-3, 1e-2: no gain)
-    ema: float = 0.0  # > 0: validate and keep a moving average of the weights (decay per step)
-    text_mlp: bool = False  # text modes: residual GELU MLP after the linear projection (no gain)
     window: str = "random"  # a user's row each epoch: a "random" span (0.108) or the "last" (0.090)
     lr: float = 5e-3  # AdamW; 5e-3 > 2e-3 and 3e-3; 1e-3 was far slower
     weight_decay: float = 0.0  # 0.05 lowered validation NDCG
@@ -102,10 +99,6 @@ class SASRecNet(nn.Module):
                 raise ValueError(f"item_input {c.item_input!r} needs the items' text embeddings")
             self.register_buffer("text", text.float())  # (N, E) frozen, saved with the weights
             self.text_proj = _pca_linear(self.text, d)
-            if c.text_mlp:  # residual: starts near the linear projection
-                self.text_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-                nn.init.zeros_(self.text_mlp[2].weight)
-                nn.init.zeros_(self.text_mlp[2].bias)
         if self.use_id:
             self.item_id = nn.Embedding(n_items, d)  # N(0, 1): the scale of a LayerNorm output
             if self.use_text:  # text+id: the ID starts at 0, a learned correction to the text
@@ -134,8 +127,6 @@ class SASRecNet(nn.Module):
         x = 0.0
         if self.use_text:
             x = self.text_proj(self.text)  # (N, d)
-            if self.config.text_mlp:
-                x = x + self.text_mlp(x)
         if self.use_id:
             keep = self.seen  # (N,)
             if self.use_text and self.training and self.config.id_dropout > 0:
@@ -170,36 +161,6 @@ def _pca_linear(text: torch.Tensor, d: int) -> nn.Linear:
         linear.weight.copy_(proj / scale)
         linear.bias.copy_(-(mean @ proj.T) / scale)
     return linear
-
-
-class _Ema:
-    """Exponential moving average of a module's parameters, updated after every optimiser step."""
-
-    def __init__(self, net: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: p.detach().clone() for k, p in net.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        for k, p in net.named_parameters():
-            self.shadow[k].lerp_(p, 1.0 - self.decay)
-
-    @torch.no_grad()
-    def copy_to(self, net: nn.Module) -> None:
-        for k, p in net.named_parameters():
-            p.copy_(self.shadow[k])
-
-    @contextmanager
-    def applied(self, net: nn.Module) -> Iterator[None]:
-        """Run the block with the averaged weights in ``net``; the live weights come back after."""
-        live = {k: p.detach().clone() for k, p in net.named_parameters()}
-        self.copy_to(net)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for k, p in net.named_parameters():
-                    p.copy_(live[k])
 
 
 @contextmanager
@@ -286,24 +247,22 @@ class SASRec:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.max_epochs)
         gen = torch.Generator().manual_seed(c.seed)
         best, best_state, stale = -1.0, None, 0
-        ema = _Ema(net, c.ema) if c.ema > 0 else None
         self.history_ = []
         bar = tqdm(range(1, c.max_epochs + 1), desc="sasrec", unit="epoch", disable=None)
         for epoch in bar:
             start = time.perf_counter()
-            record = {"epoch": epoch, "loss": self._epoch(rows, opt, gen, ema)}
+            record = {"epoch": epoch, "loss": self._epoch(rows, opt, gen)}
             if sched is not None:
                 sched.step()
             record["valid_ndcg@10"] = float("nan")
             if data.valid is not None and (epoch % c.eval_every == 0 or epoch == c.max_epochs):
-                with ema.applied(net) if ema is not None else nullcontext():
-                    self._cache()
-                    record["valid_ndcg@10"] = evaluate(self.score, data.valid, ks=(10,))["ndcg@10"]
-                    if record["valid_ndcg@10"] > best:
-                        best, stale, self.best_epoch_ = record["valid_ndcg@10"], 0, epoch
-                        best_state = copy.deepcopy(net.state_dict())
-                    else:
-                        stale += c.eval_every
+                self._cache()
+                record["valid_ndcg@10"] = evaluate(self.score, data.valid, ks=(10,))["ndcg@10"]
+                if record["valid_ndcg@10"] > best:
+                    best, stale, self.best_epoch_ = record["valid_ndcg@10"], 0, epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    stale += c.eval_every
             record["seconds"] = time.perf_counter() - start
             self.history_.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg=f"{record['valid_ndcg@10']:.4f}")
@@ -320,8 +279,6 @@ class SASRec:
             net.load_state_dict(best_state)
         else:
             self.best_epoch_ = len(self.history_)
-            if ema is not None:
-                ema.copy_to(net)
         self._cache()
         seconds = sum(r["seconds"] for r in self.history_)
         log.info(
@@ -333,11 +290,7 @@ class SASRec:
         )
 
     def _epoch(
-        self,
-        rows: list[np.ndarray],
-        opt: torch.optim.Optimizer,
-        gen: torch.Generator,
-        ema: _Ema | None = None,
+        self, rows: list[np.ndarray], opt: torch.optim.Optimizer, gen: torch.Generator
     ) -> float:
         """One pass over all users; returns the mean cross-entropy per predicted position."""
         net, c = self.net, self.config
@@ -358,13 +311,9 @@ class SASRec:
             hidden = net(inputs, items)[real]  # (R, d): real positions only
             logits = hidden @ items[seen].T  # (R, S)
             loss = F.cross_entropy(logits, remap[targets[real]])
-            if net.use_id and net.use_text and c.id_l2 > 0:
-                loss = loss + c.id_l2 * net.item_id.weight[seen].square().sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if ema is not None:
-                ema.update(net)
             total, count = total + loss.item() * len(hidden), count + len(hidden)
         return total / count
 

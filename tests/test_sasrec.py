@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from encoders.base import FitData, NotFittedError
-from encoders.sasrec import SASRec, SASRecConfig, _Ema
+from encoders.sasrec import SASRec, SASRecConfig
 from hyrec.data import Dataset, History, Item
 
 N_ITEMS, N_USERS, DIM = 12, 40, 16
@@ -112,6 +112,14 @@ def test_add_items_scores_new_text_without_retraining(fitted, data):
     assert set(np.argsort(-scores)[:2]) == {6, new}
 
 
+def test_id_model_cannot_place_untrained_or_new_items(fitted, data):
+    model = fitted["id"]
+    scores = model.score(History.of_items(walk(2), N_ITEMS + 1))[0]
+    assert scores.argmax() == 3 and np.argsort(-scores)[1] != UNSEEN  # no text: no near-copy of 3
+    with pytest.raises(ValueError, match="id model cannot represent"):
+        copy.deepcopy(model).add_items(data.item_embeddings[[6]])
+
+
 def test_save_load_round_trip(fitted, data, tmp_path):
     history = History(
         np.array([0, -1, 5]), (np.array([0, 1, 2]), np.array([7]), np.array([9, 10])), N_ITEMS + 1
@@ -147,26 +155,3 @@ def test_bad_config_and_unfitted_use_are_refused():
         SASRecConfig(item_input="title")
     with pytest.raises(NotFittedError):
         SASRec().score(History.of_items([0], N_ITEMS))
-
-
-def test_ema_averages_weights_and_restores_the_live_ones():
-    net = torch.nn.Linear(2, 1)
-    ema = _Ema(net, decay=0.75)
-    start = net.weight.detach().clone()
-    with torch.no_grad():
-        net.weight.add_(4.0)
-    ema.update(net)  # shadow = 0.75 · start + 0.25 · (start + 4) = start + 1
-    with ema.applied(net):
-        torch.testing.assert_close(net.weight.detach(), start + 1.0)
-    torch.testing.assert_close(net.weight.detach(), start + 4.0)  # live weights are back
-
-
-def test_ema_model_learns_and_round_trips(data, tmp_path):
-    model = SASRec(tiny("text+id", ema=0.9)).fit(data)
-    lasts = np.arange(N_ITEMS)
-    history = History(np.full(N_ITEMS, -1), tuple(np.array(walk(i)) for i in lasts), N_ITEMS + 1)
-    assert (model.score(history).argmax(axis=1) == (lasts + 1) % N_ITEMS).mean() >= 0.9
-    model.save(tmp_path / "ema")
-    loaded = SASRec.load(tmp_path / "ema")
-    assert loaded.config.ema == 0.9
-    np.testing.assert_array_equal(model.score(history), loaded.score(history))
