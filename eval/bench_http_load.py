@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = Path(args.server_log)
     log.parent.mkdir(parents=True, exist_ok=True)
     events_before = _events(feedback_db)
+    load_before = round(os.getloadavg()[0], 2)
     proc = start_server(model_dir, port, args.llm, log, args.threads)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -213,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "note": "client and server share the machine's cores",
+            "load_average_1min": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
         },
     }
 
@@ -243,7 +245,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"{r['what']}. Model: the default hybrid ({', '.join(r['model']['components'])}) on "
         f"{r['model']['dataset']} ({r['model']['items']} items, {r['model']['users']} users). "
-        f"Machine: {r['machine']['cpus']} CPUs, shared by the clients and the server.",
+        f"Machine: {r['machine']['cpus']} CPUs, shared by the clients and the server; 1-minute "
+        f"load average {_load(r)} (other jobs on the machine count too).",
         "",
         *([f"Conditions: {r['note']}", ""] if r.get("note") else []),
         "| endpoint | requests | p50 ms | p90 ms | p99 ms | max ms |",
@@ -275,6 +278,11 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _load(r: dict[str, Any]) -> str:
+    load = r["machine"].get("load_average_1min")
+    return f"{load['before']} before, {load['after']} after" if load else "not recorded"
 
 
 def main() -> None:
