@@ -301,6 +301,10 @@ class ChatAgent:
         filters = None if intent.filters == Filter() else intent.filters
         n = max(self.config.candidates, k) + len(exclude)
         query = intent.query_text or None
+        # a reason needs a history to ground it in: a known user, or a liking said just now
+        grounded = user_id is not None and (
+            user_id in self.catalogue.user_index or bool(intent.liked)
+        )
         voices: list[tuple[str, Any]] = []
         if intent.is_pure_similarity and len(intent.anchors) == 1:
             voices.append(
@@ -311,7 +315,7 @@ class ChatAgent:
             def personal() -> list[Recommendation]:
                 got = rec.recommend(
                     user_id, k=n, query=query, filters=filters, exclude=exclude,
-                    explain=user_id is not None,  # anonymous: no history to ground a reason in
+                    explain=grounded,
                 )  # fmt: skip
                 fallbacks.extend(f for f in got.fallbacks if f not in fallbacks)
                 return list(got.items)

@@ -48,8 +48,8 @@ def chat(
     from agent.chat import ChatAgent
     from agent.llm import Message
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+    logging.basicConfig(  # fallbacks are printed with each reply; warnings would repeat them
+        level=logging.INFO if verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if k <= 0:
@@ -133,7 +133,7 @@ def _say(reply: Any, as_json: bool) -> None:
         return
     console.print(escape(reply.text), soft_wrap=True)  # keep "N. Title — reason" on one line
     for note in reply.fallbacks:
-        console.print(f"[dim](fallback: {escape(note)})[/]")
+        console.print(f"[dim](fallback: {escape(note)})[/]", soft_wrap=True)
 
 
 def _fail(message: str) -> None:

@@ -91,7 +91,7 @@ class FakeRecommender:
         self, user=None, *, history=None, k=10, context=None, query=None, filters=None,
         exclude=(), explain=True,
     ) -> Recommendations:  # fmt: skip
-        args = {"user": user, "k": k, "query": query, "filters": filters}
+        args = {"user": user, "k": k, "query": query, "filters": filters, "explain": explain}
         self.calls.append(("recommend", {**args, "exclude": tuple(exclude)}))
         self._maybe_fail("recommend")
         items = self._rank(query, self._allowed(filters, exclude), k)
@@ -185,6 +185,20 @@ def test_cold_start_user_gets_the_query_path(rec):
 def test_known_user_is_passed_through(rec):
     ChatAgent(rec).reply([user("something funny")], user_id="u1")
     assert rec.last("recommend")["user"] == "u1"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "text", "explain"),
+    [
+        ("u1", "something funny", True),  # known: reasons grounded in their history
+        (None, "something funny", False),
+        ("newcomer", "something funny", False),  # no history to ground a reason in
+        ("newcomer", "I loved Alien", True),  # the liking just said is the history
+    ],
+)
+def test_reasons_only_when_there_is_a_history(rec, user_id, text, explain):
+    ChatAgent(rec).reply([user(text)], user_id=user_id)
+    assert rec.last("recommend")["explain"] is explain
 
 
 def test_unsatisfiable_genre_is_relaxed_and_said(rec):
