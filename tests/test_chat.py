@@ -193,7 +193,7 @@ def test_known_user_is_passed_through(rec):
         ("u1", "something funny", True),  # known: reasons grounded in their history
         (None, "something funny", False),
         ("newcomer", "something funny", False),  # no history to ground a reason in
-        ("newcomer", "I loved Alien", True),  # the liking just said is the history
+        ("newcomer", "I loved Alien, something funnier", True),  # the liking said is a history
     ],
 )
 def test_reasons_only_when_there_is_a_history(rec, user_id, text, explain):
