@@ -72,6 +72,7 @@ class RecommenderConfig:
     # LLM seconds one recommendation may spend over all its stages; calls past it fail fast as
     # timeouts, so those stages fall back (one slow call can no longer stack up 30 s per stage)
     llm_budget: float = 20.0
+    profile_share: float = 0.4  # of that budget the profile may use, so re-ranking keeps a turn
     profile_events: int = 50  # latest events an interest profile is built from
     prompt_history: int = 20  # latest titles shown to the re-ranker
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
@@ -186,7 +187,8 @@ class _Budgeted:
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
         outer = getattr(self._local, "deadline", None)
-        self._local.deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + seconds
+        self._local.deadline = deadline if outer is None else min(outer, deadline)
         try:
             yield
         finally:
@@ -656,7 +658,12 @@ class Recommender:
                 key += "-" + _digest(history)
         else:
             key = "anon-" + _digest(history or ())
-        profile = self.profiles.profile(key, state.events[-self.config.profile_events :])
+        events = state.events[-self.config.profile_events :]
+        if self.llm is not None:
+            with self.llm.budget(self.config.llm_budget * self.config.profile_share):
+                profile = self.profiles.profile(key, events)
+        else:
+            profile = self.profiles.profile(key, events)
         if self.llm is not None and profile.source != "llm":
             why = getattr(profile, "fallback_reason", None) or "LLM failed"
             fallbacks.append(f"profile: {why}; used the attribute-based profile")

@@ -278,3 +278,18 @@ def test_one_request_spends_at_most_its_llm_budget(saved, tmp_path):
     assert len(recs.items) == 4 and all(r.reason for r in recs.items)
     assert seconds < 1.0 + 0.5  # without the budget: profile, 1-2 re-rank calls, 2 reasons
     assert recs.fallbacks and config["config"]["llm_budget"] == 20.0
+
+
+def test_a_nested_budget_never_extends_the_outer_one():
+    from agent.api import _Budgeted
+
+    seen = []
+    llm = _Budgeted(ScriptedLLM([lambda messages: seen.append(1) or "ok"], repeat_last=True))
+    with llm.budget(0.2):
+        with llm.budget(5.0):
+            llm.complete([], timeout=None)
+        time.sleep(0.25)
+        with pytest.raises(LLMTimeout, match="budget is spent"), llm.budget(5.0):
+            llm.complete([])
+    llm.complete([])  # no budget outside a request
+    assert len(seen) == 2
