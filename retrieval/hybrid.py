@@ -21,8 +21,9 @@ items join the candidates as source ``"query"``, and the final score of each can
 
 with z standardising over the user's candidates, so ``query_weight`` = 1 weighs the query as much
 as the whole history. Rows with a zero query vector, and every row when none is given, keep the
-head's order. Cold-start rows (``History.users == -1``) need nothing special; with an empty history
-the candidates are the popular items (and the query's neighbours).
+head's order. A row with an empty history (cold start) is ranked by popularity, since the head
+never learned from such rows; its candidates are the popular items and the query's neighbours, and
+the query blend re-orders them.
 """
 
 from __future__ import annotations
@@ -286,14 +287,21 @@ class HybridRecommender:
         cands = self.candidates(history, scores, allowed, filter, queries)
         feats = build_features(history, cands, scores, self.facts, self._sources, profiles)
         fused = [
-            c.rescored(self.ranker.predict(f)) if len(c) else c
-            for c, f in zip(cands, feats, strict=True)
+            c.rescored(self._head_scores(c, f, seq)) if len(c) else c
+            for c, f, seq in zip(cands, feats, history.sequences, strict=True)
         ]
         if queries is not None:
             fused = [self._blend_query(c, q) for c, q in zip(fused, queries, strict=True)]
         if self.rerank is not None:
             fused = self.rerank(history, fused)
         return [f.top(k) for f in fused]
+
+    def _head_scores(self, cands: ItemList, features: np.ndarray, sequence: np.ndarray):
+        """The head's scores; a row with no history (cold start) is outside what the head learned
+        from, so its candidates are ordered by popularity instead (a query still re-orders them)."""
+        if len(sequence):
+            return self.ranker.predict(features)
+        return np.log1p(self.facts.popularity[cands.items]).astype(np.float32)
 
     def _component_scores(self, history: History) -> dict[str, np.ndarray]:
         """(B, n_items) float32 per component; items a component does not know get the row mean

@@ -200,6 +200,12 @@ def test_cold_start_row_with_an_empty_history(fitted):
     empty = History(np.array([-1]), (np.zeros(0, np.int32),), 24)
     lst = model.recommend_batch(empty, k=5)[0]
     assert len(lst) == 5 and len(set(lst.items.tolist())) == 5
+    popularity = model.facts.popularity[lst.items]  # no history, no query: the most popular first
+    assert (np.diff(popularity) <= 0).all()
+    assert popularity[0] == model.facts.popularity.max()
+    kids = model.recommend_batch(empty, k=3, filter=Filter(genres_any=("B",)))[0]
+    best_b = np.sort(model.facts.popularity[12:])[::-1][:3]
+    np.testing.assert_array_equal(np.sort(model.facts.popularity[kids.items])[::-1], best_b)
     query = block_vector(model.facts.embeddings, "B")[None]
     lst = model.recommend_batch(empty, k=5, query_vectors=query)[0]
     assert (lst.items >= 12).all()
