@@ -181,7 +181,10 @@ class ProfileConfig:
     max_tokens: int = 160  # the five keys need ~60; a rambling model is cut and retried
     max_retries: int = 1  # repair attempts after invalid output (bounded: each costs a full call)
     timeout: float | None = None  # seconds per call; None: the backend's default
-    concurrency: int = 2  # profile_many's parallel calls (match the server's slots)
+    # profile_many's parallel calls: match the server's slots. llama.cpp's server runs one request
+    # at a time and keeps running requests the client gave up on, so more only queues into timeouts
+    # (measured: 56 of 60 timed out at 2 with a 30 s timeout on a loaded machine); vLLM: 8-32.
+    concurrency: int = 1
     domain: str = "movies"  # what the items are, for the prompt
     prompt: str = "profile"  # template in prompts/
     salt: str | None = None  # pseudonym salt; None: a random secret kept in cache_dir/.salt

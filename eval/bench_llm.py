@@ -21,6 +21,7 @@ Usage::
 
     HYREC_DATA_DIR=... python -m eval.bench_llm --users 100 --seed 0 \\
         --components als,itemknn,semantic,pop --out eval/results/ml-100k
+    HYREC_DATA_DIR=... python -m eval.bench_llm --users 60 --throughput 20 --timeout 180
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,52 @@ def write(report: dict[str, Any], folder: Path) -> None:
     (folder / "llm_ablation.md").write_text("\n".join(lines) + "\n")
 
 
+def throughput(llm: LLM, users: int, seed: int = 0, sample: int = 100) -> dict[str, Any]:
+    """Profiles/s and LLM re-rank latency, one request at a time (no queueing behind the server).
+
+    Profiles: the first ``users`` of the ablation's seeded ``sample`` (test-time histories).
+    Re-rank: each of those users' 20 most popular unseen items, with their last 10 titles.
+    """
+    from retrieval.items import ItemList
+
+    ds = load_dataset("ml-100k")
+    split = make_split(ds, EvalConfig())
+    test = split.task("test")
+    rows = sample_users(len(test), sample, seed)[:users]
+    history = test.subset(rows).history
+    load_start = _load()
+    service = ProfileService(llm, config=ProfileConfig(concurrency=1))
+    t0 = time.perf_counter()
+    HistoryProfiles(service, ds).profiles(history)
+    seconds = time.perf_counter() - t0
+    popularity = np.bincount(split.train.item, minlength=ds.n_items).astype(np.float32)
+    reranker = LLMReranker(llm)
+    latencies = []
+    for seq in history.sequences:
+        scores = popularity.copy()
+        scores[seq] = -1.0
+        top = np.argsort(-scores, kind="stable")[:20]
+        result = reranker.rerank(
+            [ds.items[i].title for i in seq[-10:]],
+            ItemList(top, scores[top]),
+            [ds.items[i].title for i in top],
+            np.eye(len(top), dtype=np.float32),
+            10,
+        )
+        latencies.append(result.seconds)
+    return {
+        "users": users,
+        "profile_seconds": round(seconds, 1),
+        "profiles_per_s": round(users / seconds, 4),
+        "profile_stats": _plain(service.stats),
+        "rerank_p50_ms": _percentile(latencies, 50),
+        "rerank_p99_ms": _percentile(latencies, 99),
+        "rerank_stats": _plain(reranker.stats),
+        "load_avg_start": load_start,
+        "load_avg_end": _load(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100)
@@ -261,6 +308,14 @@ def main() -> None:
     parser.add_argument("--no-llm", action="store_true", help="deterministic rows only")
     parser.add_argument("--no-all-users", action="store_true", help="skip the all-user rows")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: profiles/s and re-rank latency over N users, one request at a time",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="LLM seconds per call")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("httpx", "agent.profiles", "agent.rerank", "chromadb"):
@@ -276,10 +331,21 @@ def main() -> None:
         all_users=not args.no_all_users,
     )
     handle = None
-    if config.llm:
+    if config.llm or args.throughput:
         from agent.backends import connect
+        from agent.settings import LLMSettings
 
-        handle = connect()
+        settings = LLMSettings.from_env()
+        if args.timeout is not None:
+            settings = replace(settings, timeout=args.timeout)
+        handle = connect(settings)
+    if args.throughput:
+        try:
+            report = throughput(handle.llm, args.throughput, args.seed, args.users)
+            print(json.dumps(report, indent=2))
+        finally:
+            handle.close()
+        return
     try:
         report = Bench(config, handle.llm if handle else None, args.out).run()
     finally:
