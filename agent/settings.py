@@ -47,7 +47,9 @@ class LLMSettings:
     model: str = "smollm2"  # model name sent to the server (transformers: HF name/path/"smollm2")
     api_key: str = "none"  # bearer token; local servers ignore it
     timeout: float = 30.0  # seconds per call, including the wait for a free concurrency slot
-    max_concurrency: int = 2  # calls in flight (llama-cpp-python's server runs one at a time)
+    # calls in flight: 1 for llama-cpp-python's server, which runs one request at a time and keeps
+    # working on calls a client gave up on (queued timeouts pile up); raise it for vLLM (batches)
+    max_concurrency: int = 1
     backend: Backend = "openai"  # "openai" (HTTP) or "transformers" (in-process, for GPU hosts)
     json_format: JsonFormat = "auto"  # response_format flavour for json_schema calls (see backends)
 
