@@ -463,13 +463,15 @@ class Recommender:
         with self._lock.read():
             index = self._index(item_id)
             state = self._state(user, None)
+            other = state.event_items != index  # an item does not explain itself
+            events = [e for e, keep in zip(state.events, other, strict=True) if keep][-n:]
             embeddings = self.hybrid.facts.embeddings
-            vectors = embeddings[state.event_items[-n:]] if embeddings is not None else None
+            vectors = embeddings[state.event_items[other][-n:]] if embeddings is not None else None
             item_vector = embeddings[index] if embeddings is not None else None
             item = self.catalogue.items[index]
         with self._budget():
             return explain_item(
-                self.llm, state.events[-n:], item, history_vectors=vectors, item_vector=item_vector
+                self.llm, events, item, history_vectors=vectors, item_vector=item_vector
             )
 
     # ---- feedback and deletion -----------------------------------------------------------------

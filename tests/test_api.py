@@ -184,6 +184,12 @@ def test_explain_returns_a_reason_and_names_unknown_items(model):
         model.explain("u0", "999")
 
 
+def test_an_item_the_user_liked_is_not_explained_by_itself(model):
+    model.feedback("u0", "20", "like")  # u0 likes block A; item 20 is in block B
+    reason = model.explain("u0", "20")
+    assert reason and "Beta story 20" not in reason
+
+
 def test_save_load_round_trip_keeps_config_and_answers(saved, model, tmp_path):
     folder, cache = saved
     body = json.loads((folder / "recommender.json").read_text())
