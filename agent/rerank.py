@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -521,7 +522,7 @@ def fallback_explanation(
     ``item`` by embedding (when vectors are given, one row per ``history`` event), else by shared
     genres (ties: the most recent)."""
     if not history:
-        return Explanation("Popular with viewers like you.", None, "fallback")
+        return Explanation("Popular with other viewers (no history yet).", None, "fallback")
     events = list(history)
     genres = _genre_set(item.attributes)
     shared = np.array([len(genres & _genre_set(e.attributes)) for e in events], dtype=np.float64)
@@ -612,6 +613,8 @@ def explanation(
             raise ValueError(f"'because' must be a history number 1..{len(events)}, got {number!r}")
         if not isinstance(reason, str) or not prompt_text(reason, 200):
             raise ValueError("'reason' must be a non-empty string")
+        if not _is_sentence(reason, (item.title, events[number - 1].title)):
+            raise ValueError(f"'reason' is not a sentence about the item: {reason[:60]!r}")
     except (LLMError, ValueError) as e:
         log.warning("explain: %s; using the similarity-based reason", e)
         return Explanation(fallback.text, fallback.anchor, "fallback", str(e))
@@ -621,6 +624,16 @@ def explanation(
     if core not in reason.lower():
         reason = f'Because you liked "{anchor}": {reason}'
     return Explanation(reason, anchor, "llm")
+
+
+def _is_sentence(reason: str, titles: Sequence[str]) -> bool:
+    """At least three words, and not merely one of ``titles`` restated (small models do that)."""
+
+    def norm(text: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", re.sub(r"\(\d{4}\)", " ", text.lower())))
+
+    words = re.findall(r"[A-Za-z]{2,}", reason)
+    return len(words) >= 3 and norm(reason) not in {norm(t) for t in titles}
 
 
 def explain(

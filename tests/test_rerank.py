@@ -269,6 +269,8 @@ def test_llm_reason_is_anchored_on_a_history_item() -> None:
     [
         '{"because": 7, "reason": "x"}',
         '{"because": 1}',
+        '{"because": 1, "reason": "The (1996)"}',  # not a sentence
+        '{"because": 1, "reason": "Aliens (1986)"}',  # the item's title restated
         "Because it is good",
         LLMUnavailable("down"),
         LLMTimeout("slow"),
