@@ -71,8 +71,9 @@ class RecommenderConfig:
     llm_reasons: int = 3  # items whose reason the LLM writes; the rest get the deterministic reason
     # LLM seconds one recommendation may spend over all its stages; calls past it fail fast as
     # timeouts, so those stages fall back (one slow call can no longer stack up 30 s per stage)
-    llm_budget: float = 20.0
-    profile_share: float = 0.4  # of that budget the profile may use, so re-ranking keeps a turn
+    # (30 s: the packaged 135M model needs 6-9 s per profile on 2 cores, ~5 s per re-rank)
+    llm_budget: float = 30.0
+    profile_share: float = 0.5  # of that budget the profile may use, so re-ranking keeps a turn
     profile_events: int = 50  # latest events an interest profile is built from
     prompt_history: int = 20  # latest titles shown to the re-ranker
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest

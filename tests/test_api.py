@@ -283,7 +283,7 @@ def test_one_request_spends_at_most_its_llm_budget(saved, tmp_path):
         seconds = time.perf_counter() - t0
     assert len(recs.items) == 4 and all(r.reason for r in recs.items)
     assert seconds < 1.0 + 0.5  # without the budget: profile, 1-2 re-rank calls, 2 reasons
-    assert recs.fallbacks and config["config"]["llm_budget"] == 20.0
+    assert recs.fallbacks and config["config"]["llm_budget"] == 30.0
 
 
 def test_a_nested_budget_never_extends_the_outer_one():
