@@ -184,8 +184,13 @@ class LightGCN:
                 continue
             self._cache(graph)
             ndcg = evaluate(self.score, data.valid, ks=(10,))["ndcg@10"]
-            log.info("lightgcn epoch %d: loss %.4f, valid ndcg@10 %.4f (%.1fs)",
-                     epoch, loss, ndcg, time.perf_counter() - t0)
+            log.info(
+                "lightgcn epoch %d: loss %.4f, valid ndcg@10 %.4f (%.1fs)",
+                epoch,
+                loss,
+                ndcg,
+                time.perf_counter() - t0,
+            )
             if ndcg > best:
                 best, self.best_epoch, checks_since_best = ndcg, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in graph.state_dict().items()}
@@ -198,8 +203,12 @@ class LightGCN:
         else:
             self.best_epoch = c.max_epochs
         self._cache(graph)
-        log.info("lightgcn: kept epoch %d (valid ndcg@10 %.4f), fit %.1fs",
-                 self.best_epoch, best, time.perf_counter() - t0)
+        log.info(
+            "lightgcn: kept epoch %d (valid ndcg@10 %.4f), fit %.1fs",
+            self.best_epoch,
+            best,
+            time.perf_counter() - t0,
+        )
 
     def _epoch(
         self,

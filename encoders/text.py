@@ -334,8 +334,11 @@ class TextEncoder:
 
     def _encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         vecs = self.model.encode(
-            texts, batch_size=self.config.batch_size, convert_to_numpy=True,
-            show_progress_bar=False, **kwargs,
+            texts,
+            batch_size=self.config.batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            **kwargs,
         )
         vecs = np.asarray(vecs, dtype=np.float32)
         if vecs.ndim != 2 or len(vecs) != len(texts):
@@ -462,10 +465,15 @@ class SemanticScorer:
             cols.append(recent)
             vals.append(self.config.decay ** np.arange(len(recent), dtype=np.float32))
         w = sp.csr_matrix(
-            (np.concatenate(vals or [np.zeros(0, np.float32)]),
-             (np.concatenate(rows or [np.zeros(0, np.int64)]),
-              np.concatenate(cols or [np.zeros(0, np.int64)]))),
-            shape=(len(history), n_items), dtype=np.float32,
+            (
+                np.concatenate(vals or [np.zeros(0, np.float32)]),
+                (
+                    np.concatenate(rows or [np.zeros(0, np.int64)]),
+                    np.concatenate(cols or [np.zeros(0, np.int64)]),
+                ),
+            ),
+            shape=(len(history), n_items),
+            dtype=np.float32,
         )
         w.sum_duplicates()
         return w

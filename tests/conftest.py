@@ -82,3 +82,19 @@ def llm_server():
     handle = connect(LLMSettings(timeout=60.0), start_embedded=True)
     yield handle
     handle.close()
+
+
+def cheap_hybrid():
+    """A hybrid config that fits in a second on the tiny fixtures (a fresh ALS instance per call,
+    so fitted models never share a component)."""
+    from encoders.collaborative import ALS, ALSConfig
+    from retrieval.hybrid import HybridConfig
+
+    return HybridConfig(
+        components=("als", "itemknn", "semantic", "pop"),
+        sources=("als", "itemknn", "pop"),
+        per_source=8,
+        neighbours=5,
+        ranker="lightgbm",
+        component_overrides={"als": ALS(ALSConfig(factors=2))},
+    )

@@ -20,12 +20,10 @@ from agent.api import (
     UnknownItemError,
 )
 from agent.llm import LLMTimeout, LLMUnavailable
-from encoders.collaborative import ALS, ALSConfig
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Item
-from retrieval.hybrid import HybridConfig
 from retrieval.store import Filter
-from tests.conftest import checkerboard
+from tests.conftest import cheap_hybrid, checkerboard
 from tests.fakes import ScriptedLLM
 
 DIM = 32
@@ -59,14 +57,7 @@ def tiny_dataset() -> Dataset:
 
 
 CHEAP = RecommenderConfig(
-    hybrid=HybridConfig(
-        components=("als", "itemknn", "semantic", "pop"),
-        sources=("als", "itemknn", "pop"),
-        per_source=8,
-        neighbours=5,
-        ranker="lightgbm",
-        component_overrides={"als": ALS(ALSConfig(factors=2))},
-    ),
+    hybrid=cheap_hybrid(),
     rerank_candidates=10,
     llm_reasons=2,
 )

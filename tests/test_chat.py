@@ -414,19 +414,9 @@ def test_chat_openai_over_http_drives_the_tools(rec):
 def fitted(tmp_path_factory) -> Path:
     """The tiny catalogue fitted with the cheap hybrid and the packaged text model, saved."""
     from agent.api import Recommender, RecommenderConfig
-    from encoders.collaborative import ALS, ALSConfig
-    from retrieval.hybrid import HybridConfig
+    from tests.conftest import cheap_hybrid
 
-    config = RecommenderConfig(
-        hybrid=HybridConfig(
-            components=("als", "itemknn", "semantic", "pop"),
-            sources=("als", "itemknn", "pop"),
-            per_source=8,
-            neighbours=5,
-            ranker="lightgbm",
-            component_overrides={"als": ALS(ALSConfig(factors=2))},
-        ),
-    )
+    config = RecommenderConfig(hybrid=cheap_hybrid())
     folder = tmp_path_factory.mktemp("chat") / "model"
     model = Recommender.fit(tiny_catalogue(), config)
     model.save(folder)

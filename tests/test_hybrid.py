@@ -9,13 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encoders.base import FitData
-from encoders.collaborative import ALS, ALSConfig
 from hyrec.data import History, leave_one_out
 from hyrec.metrics import evaluate
-from retrieval.hybrid import HybridConfig, HybridRecommender, inner_split
+from retrieval.hybrid import HybridRecommender, inner_split
 from retrieval.items import ItemList
 from retrieval.store import Filter
-from tests.conftest import checkerboard
+from tests.conftest import cheap_hybrid, checkerboard
 
 
 def designed_embeddings(n_items: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,14 +26,7 @@ def designed_embeddings(n_items: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-CHEAP = HybridConfig(
-    components=("als", "itemknn", "semantic", "pop"),
-    sources=("als", "itemknn", "pop"),
-    per_source=8,
-    neighbours=5,
-    ranker="lightgbm",
-    component_overrides={"als": ALS(ALSConfig(factors=2))},
-)
+CHEAP = cheap_hybrid()
 
 
 @pytest.fixture(scope="module")

@@ -248,7 +248,11 @@ def test_reopen_gives_the_same_results(store, tmp_path):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
         [sys.executable, "-c", REOPEN, str(tmp_path / "chroma")],
-        capture_output=True, text=True, cwd=root, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+        check=True,
     )
     reopened = json.loads(done.stdout.strip().splitlines()[-1])
     assert reopened["count"] == 12
@@ -276,14 +280,32 @@ def test_reopening_with_another_ef_search_updates_it(store, tmp_path):
 
 def test_item_metadata():
     item = Item(
-        "1", "Shoe", "Comfortable.",
-        {"genres": ["Sport", "Sport", "Casual"], "year": np.int64(2001), "brand": "Acme",
-         "category": "Shoes", "price": 9.5, "rating": float("nan"), "tags": ["red"],
-         "sizes": [40, 41], "extra": {"a": 1}, "title": "ignored", "#bad": "x", "none": None},
+        "1",
+        "Shoe",
+        "Comfortable.",
+        {
+            "genres": ["Sport", "Sport", "Casual"],
+            "year": np.int64(2001),
+            "brand": "Acme",
+            "category": "Shoes",
+            "price": 9.5,
+            "rating": float("nan"),
+            "tags": ["red"],
+            "sizes": [40, 41],
+            "extra": {"a": 1},
+            "title": "ignored",
+            "#bad": "x",
+            "none": None,
+        },
     )
     assert item_metadata(item) == {
-        "title": "Shoe", "year": 2001, "genres": ["Sport", "Casual"], "brand": "Acme",
-        "category": "Shoes", "price": 9.5, "tags": ["red"],
+        "title": "Shoe",
+        "year": 2001,
+        "genres": ["Sport", "Casual"],
+        "brand": "Acme",
+        "category": "Shoes",
+        "price": 9.5,
+        "tags": ["red"],
     }
     assert item_metadata(Item("2", "Plain", attributes={"genres": [], "year": "n/a"})) == {
         "title": "Plain"
@@ -352,7 +374,8 @@ def chroma_server(tmp_path) -> Iterator[int]:
         port = sock.getsockname()[1]
     server = subprocess.Popen(
         [cli, "run", "--path", str(tmp_path / "server"), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
