@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (~8 min on 2 cores). The wheel is
+# llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (3.4 min on 2 idle cores). The wheel is
 # built once into this wheelhouse and reused by every later set-up on the machine (pip's own cache
 # ignores CMAKE_ARGS, so it is bypassed). Portable CPU build: GGML_NATIVE compiles AMX/AVX-512 code
 # that dies with SIGILL on VMs that advertise AMX without allowing it.
