@@ -40,7 +40,15 @@ import httpx
 import pydantic
 
 from agent.embedded import EmbeddedServer, EmbeddedServerConfig
-from agent.llm import LLM, Completion, LLMError, LLMTimeout, LLMUnavailable, Message
+from agent.llm import (
+    LLM,
+    Completion,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    Message,
+    check_arguments,
+)
 from agent.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -92,7 +100,7 @@ class OpenAICompatibleLLM:
     ) -> Completion:
         """One chat completion; see :meth:`agent.llm.LLM.complete`."""
         timeout = self.settings.timeout if timeout is None else timeout
-        _check_args(messages, max_tokens, temperature, logprobs, timeout)
+        check_arguments(messages, max_tokens, temperature, logprobs, timeout)
         start = time.perf_counter()
         if not self._slots.acquire(timeout=timeout):
             raise LLMTimeout(
@@ -204,21 +212,6 @@ def normalise_json(text: str) -> str:
         return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
     except ValueError:
         return text
-
-
-def _check_args(
-    messages: Sequence[Message], max_tokens: int, temperature: float, logprobs: int, timeout: float
-) -> None:
-    if not messages:
-        raise ValueError("messages is empty: give at least one message")
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1 (got {max_tokens})")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (got {temperature})")
-    if logprobs < 0:
-        raise ValueError(f"logprobs must be >= 0 (got {logprobs})")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds (got {timeout})")
 
 
 def _timeouts(seconds: float) -> httpx.Timeout:

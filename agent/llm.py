@@ -92,3 +92,19 @@ class LLM(Protocol):
             LLMUnavailable, LLMTimeout, LLMError.
         """
         ...
+
+
+def check_arguments(
+    messages: Sequence[Message], max_tokens: int, temperature: float, logprobs: int, timeout: float
+) -> None:
+    """Raise ``ValueError`` naming the first bad argument of :meth:`LLM.complete`."""
+    if not messages:
+        raise ValueError("messages is empty: give at least one message")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 (got {max_tokens})")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (got {temperature})")
+    if logprobs < 0:
+        raise ValueError(f"logprobs must be >= 0 (got {logprobs})")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds (got {timeout})")

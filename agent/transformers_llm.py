@@ -30,7 +30,7 @@ import platformdirs
 
 from agent.backends import normalise_json
 from agent.embedded import packaged_gguf
-from agent.llm import Completion, LLMError, LLMTimeout, LLMUnavailable, Message
+from agent.llm import Completion, LLMError, LLMTimeout, LLMUnavailable, Message, check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +172,7 @@ class TransformersLLM:
     ) -> Completion:
         """One assistant turn; see :meth:`agent.llm.LLM.complete`."""
         timeout = self.config.timeout if timeout is None else timeout
-        if not messages or max_tokens < 1 or temperature < 0 or logprobs < 0 or timeout <= 0:
-            raise ValueError(
-                "need messages, max_tokens >= 1, temperature >= 0, logprobs >= 0, timeout > 0 "
-                f"(got {len(messages)} messages, {max_tokens=}, {temperature=}, {logprobs=}, "
-                f"{timeout=})"
-            )
+        check_arguments(messages, max_tokens, temperature, logprobs, timeout)
         start = time.perf_counter()
         if not self._lock.acquire(timeout=timeout):
             raise LLMTimeout(f"the in-process model was busy for more than {timeout:.1f}s")
