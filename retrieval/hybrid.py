@@ -92,13 +92,8 @@ def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
 
 
 def item_year(item: Item) -> float:
-    """The item's release year as a float (NaN when the attribute is missing or not a year)."""
-    year = item.attributes.get("year")
-    if isinstance(year, str) and year.strip().isdigit():
-        return float(year)
-    if isinstance(year, int | float | np.integer | np.floating) and not isinstance(year, bool):
-        return float(year)
-    return float("nan")
+    """The item's release year as a float feature (NaN when unknown)."""
+    return float("nan") if item.year is None else float(item.year)
 
 
 def item_facts(dataset: Dataset, train: Interactions, embeddings: np.ndarray | None) -> ItemFacts:
@@ -119,8 +114,8 @@ class CatalogueIndex:
         self.year = np.array([item_year(it) for it in items])
         self.genres: dict[str, np.ndarray] = {}
         for i, it in enumerate(items):
-            for g in it.attributes.get("genres") or ():
-                self.genres.setdefault(str(g), np.zeros(len(items), dtype=bool))[i] = True
+            for g in it.genres:
+                self.genres.setdefault(g, np.zeros(len(items), dtype=bool))[i] = True
 
     def allowed(self, filter: Filter) -> np.ndarray:
         """(n_items,) mask of the items ``filter`` lets through (same rules as the item store)."""

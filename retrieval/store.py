@@ -165,12 +165,10 @@ def item_metadata(item: Item) -> dict[str, Any]:
     """The Chroma metadata stored for ``item``, without the two hashes (see the module doc)."""
     meta: dict[str, Any] = {"title": str(item.title)}
     attrs = item.attributes
-    year = _as_year(attrs.get("year"))
-    if year is not None:
-        meta["year"] = year
-    genres = _as_strings(attrs.get("genres"))
-    if genres:
-        meta["genres"] = genres
+    if item.year is not None:
+        meta["year"] = item.year
+    if item.genres:
+        meta["genres"] = list(item.genres)
     for key, value in attrs.items():
         if key in RESERVED_KEYS or not key or key[0] in "#$":
             continue
@@ -183,24 +181,6 @@ def item_metadata(item: Item) -> dict[str, Any]:
         elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             meta[key] = list(dict.fromkeys(value))
     return meta
-
-
-def _as_year(value: Any) -> int | None:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def _as_strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        return []
-    return list(dict.fromkeys(str(v) for v in value if str(v)))
 
 
 def content_hash(item: Item) -> str:

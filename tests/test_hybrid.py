@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from encoders.base import FitData
-from hyrec.data import History, leave_one_out
+from hyrec.data import History, Item, leave_one_out
 from hyrec.metrics import evaluate
 from retrieval.hybrid import HybridRecommender, inner_split
 from retrieval.items import ItemList
@@ -313,3 +313,23 @@ def test_chromadb_neighbours_give_the_exact_lists_on_a_small_catalogue(fitted):
     for a, b in zip(exact, ann, strict=True):  # HNSW is exact on 24 items
         np.testing.assert_array_equal(a.items, b.items)
         assert 23 not in b.items.tolist() and (b.items >= 12).all()
+
+
+def test_filters_read_genres_and_years_the_same_way_as_the_store():
+    from retrieval.hybrid import CatalogueIndex
+    from retrieval.store import item_metadata
+
+    items = [
+        Item("a", "A", attributes={"genres": "Comedy", "year": 1995.0}),  # a bare string, a float
+        Item("b", "B", attributes={"genres": ["Drama"], "year": "1980"}),
+        Item("c", "C", attributes={"genres": ["Comedy", "Drama"], "year": True}),  # not a year
+    ]
+    index = CatalogueIndex(items)
+    comedy_90s = Filter(genres_any=("Comedy",), year_min=1990)
+    assert index.allowed(comedy_90s).tolist() == [True, False, False]
+    assert [item_metadata(it).get("year") for it in items] == [1995, 1980, None]
+    assert [item_metadata(it).get("genres") for it in items] == [
+        ["Comedy"],
+        ["Drama"],
+        ["Comedy", "Drama"],
+    ]

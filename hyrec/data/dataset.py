@@ -13,6 +13,8 @@ file order (as RecBole does with ``order: TO``).
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +45,37 @@ class Item:
     description: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def year(self) -> int | None:
+        """The ``year`` attribute as an int (an int, a whole float or a digit string), else None.
+
+        Every layer that filters or featurises by year reads it here, so they agree."""
+        value = self.attributes.get("year")
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return None
+
+    @property
+    def genres(self) -> tuple[str, ...]:
+        """The ``genres`` attribute as distinct strings (a single string is one genre)."""
+        value = self.attributes.get("genres")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            return ()
+        return tuple(dict.fromkeys(str(v) for v in value if str(v)))
+
     def text(self) -> str:
         """Title, attributes and description as one string (the default text-encoder input)."""
         parts = [self.title]
-        genres = self.attributes.get("genres")
-        if genres:
-            parts.append("Genres: " + ", ".join(genres))
+        if self.genres:
+            parts.append("Genres: " + ", ".join(self.genres))
         for key in ("category", "brand", "year"):
             if self.attributes.get(key):
                 parts.append(f"{key.capitalize()}: {self.attributes[key]}")
