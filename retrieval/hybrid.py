@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from encoders.base import FitData, NotFittedError
-from encoders.registry import TEXT_SCORERS, load_scorer, make_scorer
+from encoders.registry import SCORERS, TEXT_SCORERS, load_scorer, make_scorer
 from encoders.text import SemanticScorer
 from hyrec.data import Dataset, EvalTask, Interactions, Item, interaction_matrix
 from hyrec.data.snapshot import load_snapshot, save_snapshot
@@ -76,6 +76,26 @@ class HybridConfig:
     ranker: str = "auto"  # "lightgbm", "mlp", or "auto": the better validation NDCG@10
     refit: bool = False  # refit the components on all training data for serving (module doc)
     component_overrides: dict[str, Any] = field(default_factory=dict)  # name -> scorer (tests)
+
+    def __post_init__(self) -> None:
+        """Fail before any training, naming the bad value."""
+        unknown = [
+            c for c in self.components if c not in SCORERS and c not in self.component_overrides
+        ]
+        if unknown:
+            raise ValueError(
+                f"HybridConfig.components: unknown {unknown}; known: {sorted(SCORERS)}"
+            )
+        stray = [s for s in self.sources if s not in self.components or s in ("semantic", "query")]
+        if stray:
+            raise ValueError(
+                f"HybridConfig.sources {stray} must be components other than 'semantic' (its "
+                "neighbours are added by `neighbours`) and 'query'"
+            )
+        if self.ranker != "auto" and self.ranker not in RANKERS:
+            raise ValueError(
+                f"HybridConfig.ranker {self.ranker!r}: use 'auto' or one of {list(RANKERS)}"
+            )
 
 
 def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
@@ -299,19 +319,20 @@ class HybridRecommender:
         return np.log1p(self.facts.popularity[cands.items]).astype(np.float32)
 
     def _component_scores(self, history: History) -> dict[str, np.ndarray]:
-        """(B, n_items) float32 per component; items a component does not know get the row mean
+        """(B, n_items) float32 per component (see :meth:`_score_with`)."""
+        return {name: self._score_with(name, history) for name in self.components}
+
+    def _score_with(self, name: str, history: History) -> np.ndarray:
+        """(B, n_items) float32 scores of one component; items it does not know get the row mean
         of its scores (a neutral value: z = 0, a middling rank)."""
-        out = {}
-        for name, scorer in self.components.items():
-            known = self.native_items.get(name, history.n_items)
-            if known >= history.n_items:
-                out[name] = np.asarray(scorer.score(history), dtype=np.float32)
-                continue
-            seqs = tuple(s[s < known] for s in history.sequences)
-            s = np.asarray(scorer.score(History(history.users, seqs, known)), dtype=np.float32)
-            pad = np.repeat(s.mean(axis=1, keepdims=True), history.n_items - known, axis=1)
-            out[name] = np.hstack([s, pad])
-        return out
+        scorer = self.components[name]
+        known = self.native_items.get(name, history.n_items)
+        if known >= history.n_items:
+            return np.asarray(scorer.score(history), dtype=np.float32)
+        seqs = tuple(s[s < known] for s in history.sequences)
+        s = np.asarray(scorer.score(History(history.users, seqs, known)), dtype=np.float32)
+        pad = np.repeat(s.mean(axis=1, keepdims=True), history.n_items - known, axis=1)
+        return np.hstack([s, pad])
 
     def candidates(
         self,
@@ -451,7 +472,7 @@ class HybridRecommender:
             (c for c in ("itemknn", "als", "lightgcn", "sasrec") if c in self.components), None
         )
         if collab is not None:
-            signals["collaborative"] = self._component_scores(one)[collab][0]
+            signals["collaborative"] = self._score_with(collab, one)[0]
         if not signals:
             raise ValueError("similar() needs item embeddings or a collaborative component")
         width = max(k, 50)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from encoders.base import FitData
 from hyrec.data import History, Item, leave_one_out
 from hyrec.metrics import evaluate
-from retrieval.hybrid import HybridRecommender, inner_split
+from retrieval.hybrid import HybridConfig, HybridRecommender, inner_split
 from retrieval.items import ItemList
 from retrieval.store import Filter
 from tests.conftest import cheap_hybrid, checkerboard
@@ -333,3 +333,17 @@ def test_filters_read_genres_and_years_the_same_way_as_the_store():
         ["Drama"],
         ["Comedy", "Drama"],
     ]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"components": ("als", "nope")}, "unknown"),
+        ({"components": ("als", "pop"), "sources": ("als", "itemknn")}, "sources"),
+        ({"sources": ("als", "semantic")}, "sources"),
+        ({"ranker": "xgboost"}, "ranker"),
+    ],
+)
+def test_a_bad_config_fails_before_training(bad, message):
+    with pytest.raises(ValueError, match=message):
+        HybridConfig(**bad)
