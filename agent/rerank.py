@@ -240,6 +240,7 @@ class LLMReranker:
         self._listwise = prompts.load("rerank_list")
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._no_logprobs = False  # set once the backend answers without logprobs ("auto" mode)
         self.stats: dict[str, Any] = {
             "calls": 0,
             "llm_calls": 0,
@@ -337,13 +338,15 @@ class LLMReranker:
         }
         mode = self.config.mode
         try:
-            if mode in ("auto", "logprobs"):
+            if mode == "logprobs" or (mode == "auto" and not self._no_logprobs):
                 answer = self._call(self._verbalizer, variables, max_tokens=1, logprobs=True)
                 probs = label_probabilities(answer, labels)
                 if probs is not None:
                     self._count("valid")
                     self._count("modes", "logprobs")
                     return probs / probs.max(), None
+                if answer.top_logprobs is None:  # this backend has none: go listwise from now on
+                    self._no_logprobs = True
                 if mode == "logprobs":
                     return None, "the backend returned no logprobs"
             answer = self._call(

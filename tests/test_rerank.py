@@ -148,6 +148,12 @@ def test_listwise_json_is_used_when_the_backend_gives_no_logprobs() -> None:
     assert result.items.items.tolist() == [103, 101, 100, 102, 104, 105]  # gaps: head order
     assert reranker.stats["repaired"] == 1 and reranker.stats["modes"]["listwise"] == 1
     assert llm.calls[1]["json_schema"]["properties"]["ranking"]["items"]["enum"][0] == "A"
+    again = ScriptedLLM(["A", '{"ranking": ["B"]}', '{"ranking": ["C"]}'])
+    reranker = LLMReranker(again, RerankConfig(llm_weight=1.0, lambda_=1.0))
+    for _ in range(2):
+        reranker.rerank(["Up"], cands(), TITLES, clustered(), k=6)
+    # the first list learns the backend has no logprobs; the second goes straight to listwise
+    assert len(again.calls) == 3 and again.calls[2]["json_schema"] is not None
 
 
 @pytest.mark.parametrize(
