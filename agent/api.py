@@ -37,7 +37,7 @@ import numpy as np
 from encoders.base import FitData
 from encoders.text import PACKAGED_MODEL, TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, History, Interactions, Item, leave_one_out
-from hyrec.data.snapshot import save_snapshot
+from hyrec.data.snapshot import load_snapshot, save_snapshot
 from retrieval.hybrid import HybridConfig, HybridRecommender
 from retrieval.items import ItemList
 from retrieval.store import Filter
@@ -305,11 +305,28 @@ class Recommender:
     def save(self, path: Path) -> None:
         """Write the model folder (hybrid, snapshot, config) and move the feedback store into it."""
         path = Path(path)
+        target = path / FEEDBACK_FILE
         with self._lock.write():
+            # A folder that was served already holds feedback: a refit into it keeps those events
+            # (and the salt their pseudonyms were made with) instead of failing half-way through.
+            adopt = target.exists() and (
+                self.store.path is None or target.resolve() != self.store.path.resolve()
+            )
+            if adopt and (self.store.count() or self.store.items()):
+                raise FileExistsError(
+                    f"{target}: the folder already holds feedback and so does this model; save "
+                    "to another folder (nothing was written)"
+                )
+            if adopt and (path / CONFIG_FILE).is_file():
+                self._salt = json.loads((path / CONFIG_FILE).read_text()).get("salt", self._salt)
             self.hybrid.save(path)
             body = {"config": _config_dict(self.config), "salt": self._salt}
             (path / CONFIG_FILE).write_text(json.dumps(body, indent=2))
-            self.store.backup_to(path / FEEDBACK_FILE)
+            if adopt:
+                self.store.close()
+                self.store = FeedbackStore(target, synchronous=self.config.synchronous)
+            else:
+                self.store.backup_to(target)
             self.model_dir = path
 
     @classmethod
@@ -518,16 +535,14 @@ class Recommender:
         return removed
 
     def _drop_snapshot_user(self, row: int) -> int:
-        ds = self.catalogue
-        keep = ds.interactions.user != row
-        user_ids = ds.user_ids.copy()
-        user_ids[row] = ""  # blank id: no request can name it ("" is rejected everywhere)
-        new = Dataset(ds.name, ds.items, user_ids, ds.interactions.take(keep), ds.skipped)
-        if self.model_dir is not None:
-            _replace_snapshot(new, self.model_dir / "data")
+        if self.model_dir is not None:  # the saved snapshot, not the live catalogue: items upserted
+            folder = self.model_dir / "data"  # since the save are replayed from the store on load
+            _replace_snapshot(_without_user(load_snapshot(folder), row), folder)
+        new = _without_user(self.catalogue, row)
+        removed = len(self.catalogue.interactions) - len(new.interactions)
         self.hybrid.dataset = new
         self._seqs = _Sequences(new.interactions, new.n_users)
-        return int((~keep).sum())
+        return removed
 
     # ---- catalogue ----------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[Item]) -> int:
@@ -785,6 +800,15 @@ def _config_dict(config: RecommenderConfig) -> dict[str, Any]:
 def _config_from(body: Mapping[str, Any], hybrid: HybridConfig) -> RecommenderConfig:
     known = {f.name for f in fields(RecommenderConfig)} - {"hybrid"}
     return RecommenderConfig(hybrid=hybrid, **{k: v for k, v in body.items() if k in known})
+
+
+def _without_user(ds: Dataset, row: int) -> Dataset:
+    """``ds`` without the interactions of user ``row``, whose id is blanked ("" is rejected
+    everywhere, so no request can name it) so that row numbers stay valid."""
+    user_ids = ds.user_ids.copy()
+    user_ids[row] = ""
+    keep = ds.interactions.user != row
+    return Dataset(ds.name, ds.items, user_ids, ds.interactions.take(keep), ds.skipped)
 
 
 def _replace_snapshot(ds: Dataset, folder: Path) -> None:

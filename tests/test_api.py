@@ -290,3 +290,30 @@ def test_a_nested_budget_never_extends_the_outer_one():
             llm.complete([])
     llm.complete([])  # no budget outside a request
     assert len(seen) == 2
+
+
+def test_forgetting_a_user_after_an_upsert_leaves_a_model_that_reloads(saved, tmp_path):
+    import shutil
+
+    folder, cache = saved
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    with Recommender.load(copy, encoder=fake_encoder(cache)) as m:
+        assert m.upsert_items([Item("new-1", "Alpha story new", "", {"genres": ["A"]})]) == 1
+        assert m.forget_user("u2") > 0
+    with Recommender.load(copy, encoder=fake_encoder(cache)) as again:  # replays the upsert
+        assert again.n_items == N_ITEMS + 1
+        assert len(again.recommend("u0", k=5).items) == 5
+        assert "u2" not in again.catalogue.user_index
+
+
+def test_refitting_into_a_served_folder_keeps_its_feedback_and_salt(tmp_path):
+    folder, cache = tmp_path / "model", tmp_path / "cache"
+    build_model(folder, cache)
+    with Recommender.load(folder, encoder=fake_encoder(cache)) as served:
+        served.feedback("u0", "3", "like")
+    salt = json.loads((folder / "recommender.json").read_text())["salt"]
+    build_model(folder, cache)  # a second fit saved into the same folder
+    assert json.loads((folder / "recommender.json").read_text())["salt"] == salt
+    with Recommender.load(folder, encoder=fake_encoder(cache)) as again:
+        assert again.store.count("u0") == 1
