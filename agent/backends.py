@@ -390,7 +390,11 @@ def connect(
         LLMUnavailable: Nothing configured, the server cannot be reached, or the embedded server
             or in-process model cannot be started; the message says how to fix it.
     """
-    settings = LLMSettings.from_env() if settings is None else settings
+    if settings is None:
+        try:
+            settings = LLMSettings.from_env()
+        except (ValueError, OSError) as e:  # a bad HYREC_LLM_* value or config file
+            raise LLMUnavailable(f"the LLM settings are invalid: {e}") from e
     if settings.backend == "transformers":
         from agent.transformers_llm import TransformersConfig, TransformersLLM
 

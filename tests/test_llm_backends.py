@@ -407,6 +407,14 @@ def test_connect_without_url_or_embedded_is_unavailable() -> None:
         connect(LLMSettings(), start_embedded=False)
 
 
+def test_connect_with_bad_settings_is_unavailable_and_names_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HYREC_LLM_MAX_CONCURRENCY", "0")
+    with pytest.raises(LLMUnavailable, match="max_concurrency"):
+        connect(start_embedded=False)
+
+
 def test_embedded_without_llama_cpp_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "llama_cpp_installed", lambda: False)
     with pytest.raises(LLMUnavailable, match="llama-cpp-python"):
