@@ -349,7 +349,8 @@ class ProfileService:
         self.template = prompts.load(self.config.prompt)
         self.model = getattr(llm, "name", "llm") if llm is not None else "none"
         self._salt = self.config.salt or self._load_salt()
-        self._memory: dict[tuple[str, ...], InterestProfile] = {}
+        # pseudonym -> (full cache key, profile): one entry per user, like the disk cache
+        self._memory: dict[str, tuple[tuple[str, ...], InterestProfile]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
         self.stats: dict[str, Any] = {
@@ -406,18 +407,21 @@ class ProfileService:
     def _write_disk(self, key: tuple[str, ...], profile: InterestProfile) -> None:
         if self.cache_dir is None:
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.cache_dir / f"{key[0]}.json"
         tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        tmp.write_text(json.dumps({"key": list(key), "profile": profile.model_dump()}))
-        tmp.replace(path)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": list(key), "profile": profile.model_dump()}))
+            tmp.replace(path)
+        except OSError as e:  # a cache that cannot be written costs a recomputation, not a request
+            log.warning("could not write the profile cache %s: %s", path, e)
+            tmp.unlink(missing_ok=True)
 
     def forget(self, user_key: str) -> None:
         """Drop every cached profile of ``user_key`` (memory and disk)."""
         pseudonym = self.user_pseudonym(user_key)
         with self._lock:
-            for key in [k for k in self._memory if k[0] == pseudonym]:
-                del self._memory[key]
+            self._memory.pop(pseudonym, None)
         if self.cache_dir is not None:
             (self.cache_dir / f"{pseudonym}.json").unlink(missing_ok=True)
 
@@ -428,12 +432,13 @@ class ProfileService:
         key = self._key(self.user_pseudonym(user_key), history_fingerprint(events))
         with self._lock:
             self.stats["calls"] += 1
-            cached = self._memory.get(key)
+            held = self._memory.get(key[0])
+        cached = held[1] if held is not None and held[0] == key else None
         if cached is None:
             cached = self._read_disk(key)
             if cached is not None:
                 with self._lock:
-                    self._memory[key] = cached
+                    self._memory[key[0]] = (key, cached)
         if cached is not None:
             with self._lock:
                 self.stats["cache_hits"] += 1
@@ -444,8 +449,9 @@ class ProfileService:
             self.stats["seconds"] += time.perf_counter() - t0
             if profile.source == "fallback":
                 self.stats["fallbacks"] += 1
-            self._memory[key] = profile
-        if profile.fallback_reason is None:  # failures are not persisted: retried next process
+        if profile.fallback_reason is None:  # a failure is not cached: the next request retries
+            with self._lock:
+                self._memory[key[0]] = (key, profile)
             self._write_disk(key, profile)
         return profile
 

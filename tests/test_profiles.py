@@ -186,6 +186,26 @@ def test_failure_fallbacks_are_not_persisted(tmp_path: Path, events) -> None:
     assert ProfileService(up, cache_dir=tmp_path, config=QUIET).profile("u", events).source == "llm"
 
 
+def test_a_passing_failure_is_retried_by_the_next_request(events) -> None:
+    from agent.llm import LLMTimeout
+
+    llm = ScriptedLLM([LLMTimeout("slow"), GOOD])
+    service = ProfileService(llm, config=QUIET)
+    assert service.profile("u", events).source == "fallback"
+    assert service.profile("u", events).source == "llm"  # not pinned to the fallback
+    assert service.profile("u", events).source == "llm" and len(llm.calls) == 2  # cached now
+
+
+def test_an_unwritable_cache_costs_no_request(tmp_path: Path, events) -> None:
+    import shutil
+
+    cache = tmp_path / "profiles"
+    service = ProfileService(ScriptedLLM([GOOD]), cache_dir=cache, config=QUIET)
+    shutil.rmtree(cache)
+    cache.write_text("")  # the cache folder is now a file: every write fails
+    assert service.profile("u", events).source == "llm"
+
+
 def test_profile_many_profiles_everyone_concurrently(events) -> None:
     llm = ScriptedLLM([GOOD], repeat_last=True)
     service = ProfileService(llm, config=ProfileConfig(concurrency=3, show_progress=False))
