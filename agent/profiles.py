@@ -18,6 +18,7 @@ WSDM 2024).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -415,7 +416,8 @@ class ProfileService:
             tmp.replace(path)
         except OSError as e:  # a cache that cannot be written costs a recomputation, not a request
             log.warning("could not write the profile cache %s: %s", path, e)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def forget(self, user_key: str) -> None:
         """Drop every cached profile of ``user_key`` (memory and disk)."""
