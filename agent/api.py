@@ -566,8 +566,10 @@ class Recommender:
         with self._lock.write():
             added = self._apply_items(items, strict=True)
             # served first, stored second: a crash in between loses an item nobody was told
-            # about, never one that was acknowledged (and a failed add stores nothing)
-            self.store.upsert_items(added)
+            # about, never one that was acknowledged (and a failed add stores nothing). The whole
+            # request is stored, not only the new items, so a retry after a failed store write
+            # still stores items the first attempt already served.
+            self.store.upsert_items(items)
         return len(added)
 
     def _apply_items(self, items: Sequence[Item], *, strict: bool) -> list[Item]:
@@ -588,7 +590,6 @@ class Recommender:
                 log.warning("skipping a stored upsert: %s", message)
         if fresh:
             self.hybrid.add_items(fresh, self.encoder.encode_items(fresh))
-            self._seqs = _Sequences(self.catalogue.interactions, self.catalogue.n_users)
         return fresh
 
     # ---- internals ------------------------------------------------------------------------------

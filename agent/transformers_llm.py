@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import platformdirs
 
 from agent.backends import normalise_json
@@ -184,6 +185,8 @@ class TransformersLLM:
             raise
         except RuntimeError as e:  # CUDA out of memory and other torch failures
             raise LLMError(f"generation failed: {e}") from e
+        except jinja2.TemplateError as e:  # e.g. a chat template that rejects system messages
+            raise LLMError(f"the model's chat template rejected the conversation: {e}") from e
         finally:
             self._lock.release()
 

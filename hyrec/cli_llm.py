@@ -132,10 +132,15 @@ def _serve_llama_cpp(model: str, host: str, port: int, n_ctx: int, threads: int 
 def _serve_vllm(model: str, host: str, port: int) -> None:
     name = model
     if model.lower() == PACKAGED or model.lower().endswith(".gguf"):
+        from agent.llm import LLMUnavailable
         from agent.transformers_llm import resolve_model
 
         name = PACKAGED if model.lower() == PACKAGED else Path(model).stem
-        model = resolve_model(model)  # vLLM loads the converted safetensors folder
+        try:
+            model = resolve_model(model)  # vLLM loads the converted safetensors folder
+        except LLMUnavailable as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(code=2) from None
     argv = vllm_command(model, host, port, name)
     _print_usage(f"http://{host}:{port}/v1", name)
     console.print(f"  running: {' '.join(argv)}  (ready when GET /v1/models answers)")

@@ -317,3 +317,18 @@ def test_refitting_into_a_served_folder_keeps_its_feedback_and_salt(tmp_path):
     assert json.loads((folder / "recommender.json").read_text())["salt"] == salt
     with Recommender.load(folder, encoder=fake_encoder(cache)) as again:
         assert again.store.count("u0") == 1
+
+
+def test_a_retried_upsert_stores_what_a_failed_store_write_had_served(model, monkeypatch):
+    item = Item("new-2", "Beta story new", "", {"genres": ["B"]})
+    real = model.store.upsert_items
+
+    def disk_full(items):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model.store, "upsert_items", disk_full)
+    with pytest.raises(OSError):
+        model.upsert_items([item])  # served, not stored: the client sees an error
+    monkeypatch.setattr(model.store, "upsert_items", real)
+    assert model.upsert_items([item]) == 0  # the retry adds nothing new to the catalogue …
+    assert "new-2" in {it.item_id for it in model.store.items()}  # … but stores the item
