@@ -12,10 +12,10 @@ or ``.safetensors``; :func:`load_scorer` reads any of them back.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,6 +81,22 @@ class Scorer(Protocol):
 
 class NotFittedError(RuntimeError):
     """A scorer was asked to score or save before ``fit``."""
+
+
+_M = TypeVar("_M")
+
+
+def is_seeded(model: Any) -> bool:
+    """Whether ``model.config`` has a ``seed`` (pop and ItemKNN fit without one)."""
+    config = getattr(model, "config", None)
+    return is_dataclass(config) and any(f.name == "seed" for f in fields(config))
+
+
+def with_seed(model: _M, seed: int) -> _M:
+    """``model`` with ``config.seed`` set to ``seed``; a model without a seed is returned as is."""
+    if is_seeded(model):
+        model.config = replace(model.config, seed=seed)  # type: ignore[attr-defined]
+    return model
 
 
 def write_config(path: Path, kind: str, config: Any, **extra: Any) -> None:

@@ -63,6 +63,14 @@ def eval_command(
     ] = None,
     users: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N users.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for user sampling.")] = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="Fit each seeded model (als, bpr, lightgcn, sasrec*, hybrid) from seeds "
+            "0..N-1 and report the mean and spread."
+        ),
+    ] = 1,
+    jobs: Annotated[int, typer.Option(help="Fits to run at once, in worker processes.")] = 1,
     text_model: Annotated[
         str,
         typer.Option(
@@ -78,6 +86,10 @@ def eval_command(
     _setup_logging(verbose)
     if users is not None and users <= 0:
         _fail("--users must be a positive number of users")
+    if seeds < 1:
+        _fail(f"--seeds must be at least 1, got {seeds}")
+    if jobs < 1:
+        _fail(f"--jobs must be at least 1, got {jobs}")
     config = EvalConfig(
         dataset=dataset,
         models=_parse_models(models),
@@ -86,6 +98,8 @@ def eval_command(
         min_rating=min_rating,
         users=users,
         seed=seed,
+        seeds=seeds,
+        jobs=jobs,
         text_model=None if text_model.lower() == "none" else text_model,
     )
     try:
@@ -95,6 +109,7 @@ def eval_command(
     table = Table(title=f"{dataset} — {report['protocol']['split']}, full ranking")
     cols = (
         "ndcg@10",
+        *(("ndcg@10_sd",) if seeds > 1 else ()),
         "hr@10",
         "mrr@10",
         "coverage@10",

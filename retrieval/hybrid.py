@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from encoders.base import FitData, NotFittedError
+from encoders.base import FitData, NotFittedError, with_seed
 from encoders.registry import SCORERS, TEXT_SCORERS, load_scorer, make_scorer
 from encoders.text import SemanticScorer
 from hyrec.data import Dataset, EvalTask, Interactions, Item, interaction_matrix
@@ -75,6 +75,7 @@ class HybridConfig:
     ann_min_items: int = 200_000
     ranker: str = "auto"  # "lightgbm", "mlp", or "auto": the better validation NDCG@10
     refit: bool = False  # refit the components on all training data for serving (module doc)
+    seed: int = 0  # every seeded component and the ranking head train from this seed
     component_overrides: dict[str, Any] = field(default_factory=dict)  # name -> scorer (tests)
 
     def __post_init__(self) -> None:
@@ -204,7 +205,9 @@ class HybridRecommender:
         out = {}
         for name in self.config.components:
             t0 = time.perf_counter()
-            scorer = self.config.component_overrides.get(name) or make_scorer(name)
+            scorer = self.config.component_overrides.get(name) or with_seed(
+                make_scorer(name), self.config.seed
+            )
             out[name] = scorer.fit(data)
             self.fit_report.setdefault("component_seconds", {})[name] = round(
                 time.perf_counter() - t0, 2
@@ -249,7 +252,7 @@ class HybridRecommender:
             kinds = ["lightgbm"]
         best, chosen = -1.0, None
         for kind in kinds:
-            ranker = RANKERS[kind]().fit(x, y, valid)
+            ranker = with_seed(RANKERS[kind](), self.config.seed).fit(x, y, valid)
             score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1]) if valid else 0.0
             self.fit_report.setdefault("ranker_valid_ndcg@10", {})[kind] = round(score, 4)
             if score > best:

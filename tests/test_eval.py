@@ -4,6 +4,7 @@ RecBole."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,31 @@ def test_user_sample_is_seeded(tmp_path):
         EvalConfig(models=("pop",), data_dir=str(folder), users=7, text_model=None, seed=4)
     )
     assert other["protocol"]["users"] == "seeded sample of 7"
+
+
+def test_seeded_models_report_the_mean_over_seeds_in_process_or_in_workers(tmp_path):
+    folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
+    config = EvalConfig(models=("pop", "bpr"), data_dir=str(folder), text_model=None, seeds=3)
+    serial = run_eval(config, tmp_path / "serial")
+    bpr = serial["models"]["bpr"]
+    assert bpr["seeds"] == [0, 1, 2] and [f["seed"] for f in bpr["per_seed"]] == [0, 1, 2]
+    per_seed = [f["ndcg@10"] for f in bpr["per_seed"]]
+    assert len(set(per_seed)) > 1  # the seed reaches the model
+    assert bpr["ndcg@10"] == pytest.approx(np.mean(per_seed), abs=1e-5)
+    assert bpr["ndcg@10_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-5)
+    assert "per_seed" not in serial["models"]["pop"]  # no seed: fitted once
+    report = (tmp_path / "serial" / "ml-100k" / "report.md").read_text()
+    assert "| bpr | 2 |" in report and "ndcg@10_sd" in report
+    parallel = run_eval(replace(config, jobs=2))
+    assert [f["ndcg@10"] for f in parallel["models"]["bpr"]["per_seed"]] == per_seed
+    with pytest.raises(ValueError, match="seeds and jobs must be at least 1"):
+        run_eval(replace(config, seeds=0))
+
+
+def test_cli_eval_rejects_zero_seeds(tmp_path):
+    folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
+    bad = runner.invoke(app, ["eval", "--data-dir", str(folder), "--seeds", "0"])
+    assert bad.exit_code == 2 and "--seeds must be at least 1, got 0" in bad.output
 
 
 @pytest.mark.integration

@@ -347,3 +347,22 @@ def test_filters_read_genres_and_years_the_same_way_as_the_store():
 def test_a_bad_config_fails_before_training(bad, message):
     with pytest.raises(ValueError, match=message):
         HybridConfig(**bad)
+
+
+def test_the_hybrid_seed_reaches_its_seeded_components_and_head(tmp_path):
+    ds = checkerboard(n_users=40, n_items=24)
+    split = leave_one_out(ds)
+    emb = designed_embeddings(ds.n_items, np.random.default_rng(0))
+    data = FitData(ds, split.train, split.task("valid"), item_embeddings=emb)
+    config = HybridConfig(
+        components=("bpr", "itemknn", "pop"),
+        sources=("bpr", "itemknn", "pop"),
+        per_source=8,
+        ranker="lightgbm",
+        seed=5,
+    )
+    model = HybridRecommender(config, store_path=tmp_path / "store").fit(data)
+    assert model.components["bpr"].config.seed == 5
+    assert model.ranker.config.seed == 5
+    model.save(tmp_path / "saved")
+    assert HybridRecommender.load(tmp_path / "saved").config.seed == 5

@@ -98,3 +98,14 @@ def test_load_refuses_another_kind(board, tmp_path):
     MostPopular().fit(FitData(board, split.train)).save(tmp_path / "pop")
     with pytest.raises(ValueError, match="'pop' scorer, not 'als'"):
         ALS.load(tmp_path / "pop")
+
+
+def test_with_seed_sets_a_models_seed_and_leaves_unseeded_models_alone():
+    from encoders.base import is_seeded, with_seed
+    from encoders.collaborative import ItemKNN
+    from encoders.sasrec import SASRec, SASRecConfig
+
+    model = with_seed(SASRec(SASRecConfig(item_input="id", hidden=16)), 7)
+    assert model.config.seed == 7 and model.config.item_input == "id" and model.config.hidden == 16
+    knn = ItemKNN()
+    assert not is_seeded(knn) and with_seed(knn, 7) is knn
