@@ -160,7 +160,7 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
             config.jobs,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(job,),
+            initargs=(job, True, logging.getLogger().getEffectiveLevel()),
         )
         with pool:
             futures = {pool.submit(_fit_one, name, seed): (name, seed) for name, seed in runs}
@@ -211,9 +211,11 @@ class _Job:
 _JOB: _Job | None = None
 
 
-def _init_worker(job: _Job, blas_threads: bool = True) -> None:
+def _init_worker(job: _Job, blas_threads: bool = True, log_level: int | None = None) -> None:
     global _JOB
     _JOB = job
+    if log_level is not None:  # a spawned worker starts with no logging set up
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     user_set = any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
     if blas_threads and not user_set:
         from threadpoolctl import threadpool_limits
@@ -240,9 +242,8 @@ def _fit_one(name: str, seed: int) -> dict[str, Any]:
     )
     eval_s = time.perf_counter() - t0
     log.info(
-        "%s (seed %d): ndcg@10 %.4f (fit %.1fs, eval %.2fs)",
-        name,
-        seed,
+        "%s: ndcg@10 %.4f (fit %.1fs, eval %.2fs)",
+        f"{name} (seed {seed})" if is_seeded(model) else name,
         metrics["ndcg@10"],
         fit_s,
         eval_s,
