@@ -151,6 +151,7 @@ class LightGCN:
         self.user_embeddings: np.ndarray | None = None  # (n_users, D) propagated
         self.item_embeddings: np.ndarray | None = None  # (n_items, D) propagated
         self.best_epoch: int | None = None
+        self.best_valid_ndcg: float | None = None  # validation NDCG@10 of the kept epoch
         self.epochs_run = 0  # epochs trained in the last fit (early stopping may end sooner)
 
     def fit(self, data: FitData) -> Self:
@@ -200,8 +201,9 @@ class LightGCN:
                     break
         if best_state is not None:
             graph.load_state_dict(best_state)
+            self.best_valid_ndcg = best
         else:
-            self.best_epoch = c.max_epochs
+            self.best_epoch, self.best_valid_ndcg = c.max_epochs, None
         self._cache(graph)
         log.info(
             "lightgcn: kept epoch %d (valid ndcg@10 %.4f), fit %.1fs",

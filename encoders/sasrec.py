@@ -346,6 +346,13 @@ class SASRec:
     def best_epoch(self) -> int | None:
         return self.best_epoch_
 
+    @property
+    def best_valid_ndcg(self) -> float | None:
+        """Validation NDCG@10 of the kept weights (None: fitted without validation)."""
+        scores = [r["valid_ndcg@10"] for r in self.history_]
+        scores = [s for s in scores if not np.isnan(s)]  # NaN: an epoch without a validation
+        return max(scores) if scores else None
+
     def item_vectors(self) -> np.ndarray:
         """(n_items, d) float32 item representation that interest vectors are scored against."""
         return self._require()[1].numpy().copy()

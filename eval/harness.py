@@ -46,6 +46,7 @@ MODELS: dict[str, Callable[[], Scorer]] = {**SCORERS, "hybrid": HybridRecommende
 TEXT_MODELS = TEXT_SCORERS | {"hybrid"}
 
 REPORT_COLUMNS = (
+    "valid_ndcg@10",
     "ndcg@10",
     "hr@10",
     "mrr@10",
@@ -59,8 +60,8 @@ REPORT_COLUMNS = (
     "seconds_per_epoch",
     "eval_seconds",
 )
-#: Averaged over seeds when a model is fitted from several (epoch counts are listed per seed).
-_MEAN_KEYS = frozenset(REPORT_COLUMNS) | {"ndcg@50", "hr@50", "mrr@20", "users"}
+#: Listed per seed, not averaged, when a model is fitted from several seeds.
+_LISTED_KEYS = frozenset({"seed", "epochs", "best_epoch", "users"})
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def _combine(fits: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         key: round(statistics.fmean(f[key] for f in fits), 5)
         for key in fits[0]
-        if key in _MEAN_KEYS and all(key in f for f in fits)
+        if key not in _LISTED_KEYS and all(isinstance(f.get(key), int | float) for f in fits)
     }
     row["users"] = fits[0]["users"]
     for key in ("ndcg@10", "hr@10"):
@@ -285,8 +286,13 @@ def training_summary(model: Scorer, fit_seconds: float) -> dict[str, Any]:
         out["epochs"] = epochs
         out["best_epoch"] = getattr(model, "best_epoch", None)
         out["seconds_per_epoch"] = round(fit_seconds / epochs, 3)
-    if getattr(model, "fit_report", None):
-        out["fit_report"] = model.fit_report
+    valid = getattr(model, "best_valid_ndcg", None)
+    report = getattr(model, "fit_report", None)
+    if report:
+        out["fit_report"] = report
+        valid = report.get("ranker_valid_ndcg@10", {}).get(report.get("ranker"))
+    if valid is not None:  # what early stopping / head selection saw: validation, never test
+        out["valid_ndcg@10"] = round(valid, 5)
     return out
 
 
@@ -342,14 +348,23 @@ def write_report(
             "",
             "## Per seed",
             "",
-            "| model | seed | ndcg@10 | hr@10 | fit_seconds | epochs | best_epoch | s/epoch |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | seed | valid ndcg@10 | ndcg@10 | hr@10 | fit_seconds | epochs | best_epoch "
+            "| s/epoch |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, m in seeded.items():
             for f in m["per_seed"]:
                 cells = (
                     f.get(c)
-                    for c in ("seed", "ndcg@10", "hr@10", "fit_seconds", "epochs", "best_epoch")
+                    for c in (
+                        "seed",
+                        "valid_ndcg@10",
+                        "ndcg@10",
+                        "hr@10",
+                        "fit_seconds",
+                        "epochs",
+                        "best_epoch",
+                    )
                 )
                 lines.append(
                     f"| {name} | "

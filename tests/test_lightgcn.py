@@ -11,6 +11,7 @@ import torch
 from encoders.base import FitData, NotFittedError, Scorer
 from encoders.lightgcn import LightGCN, LightGCNConfig, _SymmetricSpMM, normalized_adjacency
 from hyrec.data import Dataset, History, Item, leave_one_out
+from hyrec.metrics import evaluate
 
 N_USERS, BLOCK, PER_USER = 24, 12, 8  # users alternate between two blocks of BLOCK items each
 CONFIG = LightGCNConfig(dim=16, lr=0.05, batch_size=64, max_epochs=40, eval_every=5, patience=4)
@@ -102,6 +103,13 @@ def test_fits_without_validation(split):
     data = FitData(split.dataset, split.train)
     model = LightGCN(LightGCNConfig(dim=8, max_epochs=3)).fit(data)
     assert model.best_epoch == 3 and model.user_embeddings.shape == (N_USERS, 8)
+    assert model.best_valid_ndcg is None
+
+
+def test_keeps_the_validation_score_of_the_kept_epoch(model, data):
+    assert model.best_valid_ndcg == pytest.approx(
+        evaluate(model.score, data.valid, ks=(10,))["ndcg@10"]
+    )
 
 
 def test_adjacency_and_its_gradient_match_dense_reference():

@@ -11,7 +11,8 @@ import torch
 
 from encoders.base import FitData, NotFittedError
 from encoders.sasrec import SASRec, SASRecConfig
-from hyrec.data import Dataset, History, Item
+from hyrec.data import Dataset, History, Item, leave_one_out
+from hyrec.metrics import evaluate
 
 N_ITEMS, N_USERS, DIM = 12, 40, 16
 UNSEEN = N_ITEMS  # an extra catalogue item no one has touched; its text is a near-copy of item 3
@@ -136,6 +137,17 @@ def test_fixed_seed_gives_the_same_model(data):
     history = History.of_items([1, 2, 3], N_ITEMS + 1)
     np.testing.assert_array_equal(a.score(history), b.score(history))
     assert [r["loss"] for r in a.history_] == [r["loss"] for r in b.history_]
+
+
+def test_early_stopping_keeps_the_best_validation_weights(data):
+    split = leave_one_out(data.dataset)
+    held = FitData(data.dataset, split.train, split.task("valid"), data.item_embeddings)
+    model = SASRec(tiny("text+id", max_epochs=6, lr=3e-2)).fit(held)
+    curve = [r["valid_ndcg@10"] for r in model.history_]
+    assert len(curve) == 6 and model.best_valid_ndcg == max(curve)
+    assert curve[model.best_epoch - 1] == max(curve)
+    assert evaluate(model.score, held.valid, ks=(10,))["ndcg@10"] == pytest.approx(max(curve))
+    assert SASRec(tiny(max_epochs=2)).fit(data).best_valid_ndcg is None  # no validation task
 
 
 def test_empty_history_gives_zero_scores(fitted):
