@@ -144,17 +144,21 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
     if rows is not None:
         test = test.subset(rows)
     vectors = embeddings if embeddings is not None else attribute_vectors(ds)
+    models = list(dict.fromkeys(config.models))  # a model named twice is fitted once
     runs = [
         (name, seed)
-        for name in config.models
+        for name in models
         for seed in (range(config.seeds) if is_seeded(MODELS[name]()) else [0])
     ]
     job = _Job(data, test, vectors, config.ks, ds.n_users)
     fits: dict[tuple[str, int], dict[str, Any]] = {}
     if config.jobs <= 1:
         _init_worker(job, blas_threads=False)
-        for name, seed in tqdm(runs, desc="fits", unit="fit"):
-            fits[name, seed] = _fit_one(name, seed)
+        try:
+            for name, seed in tqdm(runs, desc="fits", unit="fit"):
+                fits[name, seed] = _fit_one(name, seed)
+        finally:
+            _init_worker(None, blas_threads=False)  # let the data go
     else:
         # spawn, not fork: torch and BLAS thread pools do not survive a fork
         pool = ProcessPoolExecutor(
@@ -165,11 +169,13 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
         )
         with pool:
             futures = {pool.submit(_fit_one, name, seed): (name, seed) for name, seed in runs}
-            for future in tqdm(as_completed(futures), total=len(runs), desc="fits", unit="fit"):
-                fits[futures[future]] = future.result()
-    results = {
-        name: _combine([fits[run] for run in runs if run[0] == name]) for name in config.models
-    }
+            try:
+                for future in tqdm(as_completed(futures), total=len(runs), desc="fits", unit="fit"):
+                    fits[futures[future]] = future.result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # fits not started yet are dropped
+                raise
+    results = {name: _combine([fits[run] for run in runs if run[0] == name]) for name in models}
     report = {
         "protocol": {
             **split.protocol,
@@ -212,7 +218,7 @@ class _Job:
 _JOB: _Job | None = None
 
 
-def _init_worker(job: _Job, blas_threads: bool = True, log_level: int | None = None) -> None:
+def _init_worker(job: _Job | None, blas_threads: bool = True, log_level: int | None = None) -> None:
     global _JOB
     _JOB = job
     if log_level is not None:  # a spawned worker starts with no logging set up

@@ -133,6 +133,8 @@ def test_seeded_models_report_the_mean_over_seeds_in_process_or_in_workers(tmp_p
     assert [f["ndcg@10"] for f in parallel["models"]["bpr"]["per_seed"]] == per_seed
     with pytest.raises(ValueError, match="seeds and jobs must be at least 1"):
         run_eval(replace(config, seeds=0))
+    twice = run_eval(replace(config, models=("bpr", "bpr"), seeds=2))
+    assert twice["models"]["bpr"]["seeds"] == [0, 1]
 
 
 def test_cli_eval_rejects_zero_seeds(tmp_path):
