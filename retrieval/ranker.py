@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar, Protocol, Self
@@ -159,8 +160,12 @@ class MLPRanker:
 
     def fit(self, x: Groups, y: Groups, valid: tuple[Groups, Groups] | None = None) -> Self:
         flat = np.concatenate(x)
-        # features may be NaN (an item's unknown year): statistics skip them, _norm maps them to 0
-        self.mean, self.std = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0) + 1e-6
+        # features may be NaN (an item's unknown year): statistics skip them, _norm maps them to 0;
+        # a feature NaN everywhere in training (no item has a year) gets std inf, so it is always 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice"
+            mean, std = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0)
+        self.mean, self.std = np.nan_to_num(mean), np.nan_to_num(std, nan=np.inf) + 1e-6
         keep = [i for i, g in enumerate(y) if g.sum() > 0]  # a list with no target teaches nothing
         train = (
             *self._padded([x[i] for i in keep]),

@@ -3,6 +3,8 @@ comes back, and a saved model gives identical answers."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -154,6 +156,26 @@ def test_mlp_head_learns_with_missing_feature_values(tmp_path):
     np.testing.assert_allclose(scores[0], reference, rtol=1e-4, atol=1e-5)
     head.save(tmp_path / "head")
     np.testing.assert_array_equal(MLPRanker.load(tmp_path / "head").predict(xs[40]), scores[0])
+
+
+def test_mlp_head_ignores_a_feature_missing_from_all_training_lists(tmp_path):
+    from retrieval.ranker import MLPRanker
+
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(6, 2)).astype(np.float32) for _ in range(20)]
+    for x in xs:
+        x[:, 1] = np.nan  # e.g. a catalogue with no release years
+    ys = [np.eye(6, dtype=np.float32)[int(np.argmax(x[:, 0]))] for x in xs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        head = MLPRanker().fit(xs, ys)
+    served = xs[0].copy()
+    served[:, 1] = 1990.0  # the feature appears at serving time: the head never learned it
+    np.testing.assert_array_equal(head.predict(served), head.predict(xs[0]))
+    head.save(tmp_path / "head")
+    np.testing.assert_array_equal(
+        MLPRanker.load(tmp_path / "head").predict(served), head.predict(xs[0])
+    )
 
 
 # ---- query blend, cold start, profiles, similar, add_items ---------------------------------------
