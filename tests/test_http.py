@@ -214,6 +214,64 @@ def test_no_payload_gives_a_500(client, body, path):
         assert r.json()["error"]["message"]
 
 
+item_fields = {
+    "item_id": st.sampled_from(["1", "n1", "n2", "", " "]) | json_values,
+    "title": st.text(max_size=12) | json_values,
+    "description": st.text(max_size=20) | json_values,
+    "attributes": st.fixed_dictionaries(
+        {}, optional={"genres": st.lists(st.text(max_size=5), max_size=2), "year": st.integers()}
+    )
+    | json_values,
+}
+plausible_item = st.fixed_dictionaries(  # often valid: new ids, an existing id, odd titles
+    {
+        "item_id": st.sampled_from(["1", "n1", "n2", "n3"]),
+        "title": st.text(min_size=1, max_size=12),
+    },
+    optional={
+        "description": st.text(max_size=20),
+        "attributes": st.fixed_dictionaries(
+            {}, optional={"genres": st.lists(st.text(max_size=5), max_size=2)}
+        ),
+    },
+)
+items_payloads = (
+    st.fixed_dictionaries({"items": st.lists(plausible_item, min_size=1, max_size=3)})
+    | st.fixed_dictionaries({"items": st.lists(st.fixed_dictionaries({}, optional=item_fields))})
+    | st.fixed_dictionaries({}, optional={"items": json_values})
+    | json_values
+)
+
+
+@pytest.fixture
+def own_client(saved, tmp_path):
+    """A client over a copy of the saved model: accepted upserts must not reach other tests."""
+    import shutil
+
+    folder, cache = saved
+    shutil.copytree(folder, tmp_path / "model")
+    model = Recommender.load(
+        tmp_path / "model", encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    )
+    with TestClient(create_app(model, api_key=KEY), raise_server_exceptions=False) as c:
+        yield c
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=items_payloads)
+def test_no_item_upsert_gives_a_500_or_loses_the_catalogue(own_client, body):
+    before = own_client.get("/healthz").json()["n_items"]
+    r = own_client.put("/v1/items", json=body, headers=AUTH)
+    assert r.status_code < 500, r.text
+    after = own_client.get("/healthz").json()["n_items"]
+    if r.status_code >= 400:
+        assert r.json()["error"]["message"] and after == before
+    else:
+        assert after == r.json()["n_items"] >= before
+
+
 def test_chat_completions_answer_in_openai_shape(client):
     body = {
         "model": "hyrec",
