@@ -173,7 +173,8 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
                 for future in tqdm(as_completed(futures), total=len(runs), desc="fits", unit="fit"):
                     fits[futures[future]] = future.result()
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # fits not started yet are dropped
+                # fits not started yet are dropped; the ones running finish before the error shows
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
     results = {name: _combine([fits[run] for run in runs if run[0] == name]) for name in models}
     report = {
@@ -223,7 +224,9 @@ def _init_worker(job: _Job | None, blas_threads: bool = True, log_level: int | N
     _JOB = job
     if log_level is not None:  # a spawned worker starts with no logging set up
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    user_set = any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
+    user_set = any(
+        v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    )
     if blas_threads and not user_set:
         from threadpoolctl import threadpool_limits
 

@@ -253,8 +253,10 @@ class HybridRecommender:
         best, chosen = -1.0, None
         for kind in kinds:
             ranker = with_seed(RANKERS[kind](), self.config.seed).fit(x, y, valid)
-            score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1]) if valid else 0.0
-            self.fit_report.setdefault("ranker_valid_ndcg@10", {})[kind] = round(score, 4)
+            score = 0.0  # no validation task: a single head, nothing to choose between
+            if valid is not None:
+                score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1])
+                self.fit_report.setdefault("ranker_valid_ndcg@10", {})[kind] = round(score, 4)
             if score > best:
                 best, chosen = score, ranker
         self.fit_report["ranker"] = chosen.kind

@@ -158,6 +158,17 @@ def test_mlp_head_learns_with_missing_feature_values(tmp_path):
     np.testing.assert_array_equal(MLPRanker.load(tmp_path / "head").predict(xs[40]), scores[0])
 
 
+def test_mlp_heads_of_different_seeds_share_no_net():
+    from retrieval.ranker import MLPConfig, MLPRanker
+
+    rng = np.random.default_rng(2)
+    xs = [rng.normal(size=(6, 2)).astype(np.float32) for _ in range(16)]
+    ys = [np.eye(6, dtype=np.float32)[int(np.argmax(x[:, 0]))] for x in xs]
+    heads = [MLPRanker(MLPConfig(epochs=2, members=2, seed=s)).fit(xs, ys) for s in (0, 1)]
+    weights = [[net[0].weight.detach().numpy() for net in h.nets] for h in heads]
+    assert not any(np.array_equal(a, b) for a in weights[0] for b in weights[1])
+
+
 def test_mlp_head_ignores_a_feature_missing_from_all_training_lists(tmp_path):
     from retrieval.ranker import MLPRanker
 
