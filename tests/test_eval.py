@@ -127,8 +127,15 @@ def test_seeded_models_report_the_mean_over_seeds_in_process_or_in_workers(tmp_p
     assert bpr["ndcg@10"] == pytest.approx(np.mean(per_seed), abs=1e-5)
     assert bpr["ndcg@10_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-5)
     assert "per_seed" not in serial["models"]["pop"]  # no seed: fitted once
-    report = (tmp_path / "serial" / "ml-100k" / "report.md").read_text()
-    assert "| bpr | 2 |" in report and "ndcg@10_sd" in report
+    lines = (tmp_path / "serial" / "ml-100k" / "report.md").read_text().splitlines()
+    header = next(x for x in lines if x.startswith("| model |"))
+    header = [c.strip() for c in header.strip("|").split("|")]
+    row = [
+        c.strip() for c in next(x for x in lines if x.startswith("| bpr |")).strip("|").split("|")
+    ]
+    assert row[header.index("seeds")] == "0, 1, 2"
+    assert row[header.index("ndcg@10_sd")] == f"{bpr['ndcg@10_sd']:.4f}"
+    assert sum(x.startswith("| bpr |") for x in lines) == 1 + 3  # the mean row + one per seed
     parallel = run_eval(replace(config, jobs=2))
     assert [f["ndcg@10"] for f in parallel["models"]["bpr"]["per_seed"]] == per_seed
     with pytest.raises(ValueError, match="seeds and jobs must be at least 1"):
