@@ -305,33 +305,36 @@ class ChatAgent:
         grounded = user_id is not None and (
             user_id in self.catalogue.user_index or bool(intent.liked)
         )
-        voices: list[tuple[str, Any]] = []
+
+        def personal() -> list[Recommendation]:
+            got = rec.recommend(
+                user_id, k=n, query=query, filters=filters, exclude=exclude, explain=grounded,
+            )  # fmt: skip
+            fallbacks.extend(f for f in got.fallbacks if f not in fallbacks)
+            return list(got.items)
+
+        def ask(voices: list[tuple[str, Any]]) -> list[list[Recommendation]]:
+            lists = []
+            for name, call in voices:
+                try:
+                    lists.append([r for r in call() if r.item_id not in exclude])
+                except Exception as e:  # one voice failing leaves the others
+                    log.warning("chat: %s failed: %s", name, e)
+                    fallbacks.append(f"{name}: {type(e).__name__}: {_short(e)}")
+            return lists
+
         if intent.is_pure_similarity and len(intent.anchors) == 1:
-            voices.append(
-                ("similar_items", lambda: rec.similar_items(intent.anchors[0], n, filters))
-            )
+            anchor = intent.anchors[0]
+            lists = ask([("similar_items", lambda: rec.similar_items(anchor, n, filters))])
+            if not lists:  # the neighbours failed: the personal list still answers
+                lists = ask([("recommend", personal)])
         else:
-
-            def personal() -> list[Recommendation]:
-                got = rec.recommend(
-                    user_id, k=n, query=query, filters=filters, exclude=exclude,
-                    explain=grounded,
-                )  # fmt: skip
-                fallbacks.extend(f for f in got.fallbacks if f not in fallbacks)
-                return list(got.items)
-
-            voices.append(("recommend", personal))
+            voices: list[tuple[str, Any]] = [("recommend", personal)]
             if query:
                 voices.append(("search", lambda: rec.search(query, n, filters)))
             for anchor in intent.anchors[:2]:
                 voices.append(("similar_items", lambda a=anchor: rec.similar_items(a, n, filters)))
-        lists: list[list[Recommendation]] = []
-        for name, ask in voices:
-            try:
-                lists.append([r for r in ask() if r.item_id not in exclude])
-            except Exception as e:  # one voice failing leaves the others
-                log.warning("chat: %s failed: %s", name, e)
-                fallbacks.append(f"{name}: {type(e).__name__}: {_short(e)}")
+            lists = ask(voices)
         if not lists:
             raise RuntimeError("every recommender call failed")
         ds = self.catalogue

@@ -233,6 +233,14 @@ def test_one_failing_voice_leaves_the_others(cat):
     assert "search: TimeoutError: slow" in reply.fallbacks
 
 
+def test_a_failing_similar_items_falls_back_to_the_personal_list(cat):
+    rec = FakeRecommender(cat, fail=RuntimeError("index is gone"), failing=["similar_items"])
+    reply = ChatAgent(rec, k=2).reply([user("like Aliens")])
+    assert [name for name, _ in rec.calls] == ["similar_items", "recommend"]
+    assert len(reply.items) == 2
+    assert reply.fallbacks[0] == "similar_items: RuntimeError: index is gone"
+
+
 def test_fuse_prefers_anchor_genres_then_agreement(cat):
     def recs(*ids: str) -> list[Recommendation]:
         return [Recommendation(i, i, 0.0, (), {}) for i in ids]
