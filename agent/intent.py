@@ -837,7 +837,8 @@ def _count(p: _Parse, cat: _Catalogue) -> int | None:
         after = p.tok[i + 1 : i + 4]
         noun = any(w in _COUNT_NOUNS or (w,) in cat.lexicon for w in after)
         lead = i > 0 and p.tok[i - 1] in {"top", "me", "just", "only", "recommend", "suggest"}
-        tail = not after or after[0] in {"please", "more", "of"}  # "three please", "two more"
+        # "three please", "two more"; not "of" ("the two of us", "one of those")
+        tail = not after or after[0] in {"please", "more"}
         if noun or lead or tail:
             p.take(i, i + 1)
             return value

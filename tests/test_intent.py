@@ -187,6 +187,7 @@ def test_dont_mind_is_not_a_negation(cat):
         ("something funny, three please", 3),
         ("two more", 2),
         ("give me five", 5),
+        ("a movie for the two of us tonight", None),
         ("movies from 1995", None),
         ("more like the second one", None),
     ],
