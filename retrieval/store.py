@@ -10,13 +10,15 @@ default one downloads a model and fails offline.
 Each record holds the item's vector and this metadata (nothing else, no document text):
 
 * ``title`` (str) — :attr:`Item.title`;
-* ``year`` (int) — ``attributes["year"]``, only when it is an integer (or a string of digits);
+* ``year`` (int) — :attr:`Item.year`: ``attributes["year"]`` when it is a whole number (an int, a
+  whole float or a string of digits);
 * ``genres`` (list of str) — ``attributes["genres"]``, only when non-empty (Chroma rejects empty
   lists); likewise every other attribute whose value is a non-empty list of strings (``tags``,
   ``categories``) under its own key;
 * every scalar attribute (str, int, float, bool; e.g. ``category``, ``brand``) under its own key,
   except keys that start with ``#`` or ``$`` (reserved by Chroma) or clash with the keys here;
-* ``content_hash`` (str) — sha256 of the item's title, description and attributes;
+* ``content_hash`` (str) — sha256 of the item's title, description, attributes and the metadata
+  derived from them;
 * ``vector_hash`` (str) — sha256 of the float32 vector's bytes.
 
 :meth:`ItemStore.sync` compares both hashes with the stored ones to skip unchanged items. Given
@@ -185,8 +187,10 @@ def item_metadata(item: Item) -> dict[str, Any]:
 
 def content_hash(item: Item) -> str:
     """sha256 over everything the stored metadata and the embedded text are made from."""
+    # the derived metadata too: a change in how it is derived (say, whole-float years now kept)
+    # rewrites the records it changes on the next sync
     payload = json.dumps(
-        [item.title, item.description, dict(item.attributes)],
+        [item.title, item.description, dict(item.attributes), item_metadata(item)],
         sort_keys=True,
         ensure_ascii=False,
         default=str,

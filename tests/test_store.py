@@ -156,6 +156,22 @@ def test_sync_is_incremental(tmp_path):
     assert store.count() == 111
 
 
+def test_sync_rewrites_records_whose_derived_metadata_changed(tmp_path, monkeypatch):
+    import retrieval.store as store_module
+
+    store = open_store(tmp_path / "chroma")
+    items, vectors = catalogue()
+    store.sync(items, vectors)
+    derive = store_module.item_metadata
+    # the same attributes, derived differently (as when whole-float years began to be kept)
+    monkeypatch.setattr(
+        store_module, "item_metadata", lambda it: {**derive(it), "decade": (it.year or 0) // 10}
+    )
+    assert store.sync(items, vectors) == SyncReport(updated=12)
+    got = store.collection.get(ids=["a3"], include=["metadatas"])
+    assert got["metadatas"][0]["decade"] == 199
+
+
 def test_upsert_and_delete(store):
     store.upsert([Item("c0", "Cartoon")], axis(5))
     assert store.count() == 13
