@@ -307,7 +307,7 @@ def _build(ds: Dataset) -> _Catalogue:
         for a in title_aliases(item.title):
             alias.setdefault(a, []).append(pos)
         years[pos] = _item_year(item)
-        for g in _item_genres(item):
+        for g in item_genres(item):
             genres.setdefault(g, None)
     for positions in alias.values():
         positions.sort(key=lambda p: (-counts[p], p))
@@ -347,27 +347,16 @@ def _build(ds: Dataset) -> _Catalogue:
 
 
 def _item_year(item: Item) -> int:
-    y = item.attributes.get("year")
-    if isinstance(y, int | np.integer) and not isinstance(y, bool):
-        return int(y)
-    if isinstance(y, str) and y.strip().isdigit():
-        return int(y)
+    """The year attribute, else the "(1995)" suffix of the title, else -1."""
+    if item.year is not None:
+        return item.year
     m = _YEAR_SUFFIX.search(item.title)
     return int(m.group(1)) if m else -1
 
 
-def _item_genres(item: Item) -> list[str]:
-    g = item.attributes.get("genres")
-    if isinstance(g, str):
-        return [g] if g else []
-    if isinstance(g, list | tuple):
-        return [str(x) for x in g if str(x)]
-    return []
-
-
 def item_genres(item: Item) -> list[str]:
     """The item's genres (``attributes["genres"]`` as a list; empty when absent)."""
-    return _item_genres(item)
+    return list(item.genres)
 
 
 def find_title(catalogue: Dataset, text: str) -> str | None:
@@ -859,7 +848,7 @@ def _query_text(
     anchor_items = [catalogue.items[catalogue.item_index[a]] for a in anchors]
     if anchor_items:
         parts.append("; ".join(_YEAR_SUFFIX.sub("", it.title) for it in anchor_items))
-    genre_votes = Counter(g for it in anchor_items for g in _item_genres(it))
+    genre_votes = Counter(g for it in anchor_items for g in item_genres(it))
     genres = list(dict.fromkeys([*wanted, *(g for g, _ in genre_votes.most_common())]))
     genres = [g for g in genres if g not in excluded]
     if genres:

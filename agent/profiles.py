@@ -41,7 +41,7 @@ import prompts
 from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
 from agent.privacy import prompt_text, pseudonymize, scrub
 from encoders.text import TextEncoder
-from hyrec.data import Dataset
+from hyrec.data import Dataset, attribute_year
 from hyrec.data.splits import History
 
 log = logging.getLogger(__name__)
@@ -199,11 +199,6 @@ def _genres(attributes: Mapping[str, Any]) -> list[str]:
     return [g] if isinstance(g, str) else [str(x) for x in g]
 
 
-def _year(attributes: Mapping[str, Any]) -> int | None:
-    y = attributes.get("year")
-    return y if isinstance(y, int) and not isinstance(y, bool) else None
-
-
 def _weight(event: ProfileEvent) -> float:
     """How much an event says the user liked it: rating − 2.5 (ratings on a 1–5 scale), or 1."""
     if event.rating is None or not np.isfinite(event.rating):
@@ -234,7 +229,9 @@ def long_term_summary(events: Sequence[ProfileEvent]) -> str:
 
 
 def _main_decade(events: Sequence[ProfileEvent], share: float = 0.5) -> int | None:
-    decades = Counter(y // 10 * 10 for e in events if (y := _year(e.attributes)) is not None)
+    decades = Counter(
+        y // 10 * 10 for e in events if (y := attribute_year(e.attributes)) is not None
+    )
     if not decades:
         return None
     decade, n = decades.most_common(1)[0]
@@ -514,7 +511,7 @@ class ProfileService:
             {
                 "title": prompt_text(e.title, 120),
                 "genres": prompt_text(", ".join(_genres(e.attributes)), 80),
-                "year": _year(e.attributes),
+                "year": attribute_year(e.attributes),
                 "rating": None
                 if e.rating is None or not np.isfinite(e.rating)
                 else f"{float(e.rating):g}",

@@ -36,7 +36,7 @@ import prompts
 from agent.llm import LLM, Completion, LLMError, LLMTimeout, LLMUnavailable, Message
 from agent.privacy import prompt_text
 from agent.profiles import ProfileEvent, parse_json_object
-from hyrec.data import Dataset, Item
+from hyrec.data import Dataset, Item, attribute_genres
 from hyrec.data.splits import History
 from retrieval.items import ItemList
 
@@ -503,8 +503,7 @@ class Explanation:
 
 
 def _genre_set(attributes: Mapping[str, Any]) -> set[str]:
-    g = attributes.get("genres") or []
-    return {g} if isinstance(g, str) else {str(x) for x in g}
+    return set(attribute_genres(attributes))
 
 
 def _explain_window(history: Sequence[ProfileEvent], n: int) -> list[ProfileEvent]:

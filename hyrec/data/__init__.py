@@ -1,6 +1,16 @@
 """Dataset representation, loaders for the common formats, and evaluation splits."""
 
-from .dataset import DataError, Dataset, Interactions, Item, interaction_matrix, k_core, to_implicit
+from .dataset import (
+    DataError,
+    Dataset,
+    Interactions,
+    Item,
+    attribute_genres,
+    attribute_year,
+    interaction_matrix,
+    k_core,
+    to_implicit,
+)
 from .sources import DataUnavailableError, load_dataset, resolve_data_dir
 from .splits import EvalTask, History, Split, leave_one_out, temporal_split
 
@@ -12,6 +22,8 @@ __all__ = [
     "History",
     "Interactions",
     "Item",
+    "attribute_genres",
+    "attribute_year",
     "Split",
     "interaction_matrix",
     "k_core",

@@ -29,6 +29,32 @@ class DataError(ValueError):
     """Input data is malformed; the message names the file, the line and the problem."""
 
 
+def attribute_year(attributes: Mapping[str, Any]) -> int | None:
+    """``attributes["year"]`` as an int (an int, a whole float or a digit string), else None.
+
+    Every layer that filters, featurises or prompts by year reads it here, so they agree."""
+    value = attributes.get("year")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def attribute_genres(attributes: Mapping[str, Any]) -> tuple[str, ...]:
+    """``attributes["genres"]`` as distinct non-empty strings (a single string is one genre)."""
+    value = attributes.get("genres")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(dict.fromkeys(str(v) for v in value if str(v)))
+
+
 @dataclass(frozen=True)
 class Item:
     """One catalogue entry.
@@ -47,29 +73,13 @@ class Item:
 
     @property
     def year(self) -> int | None:
-        """The ``year`` attribute as an int (an int, a whole float or a digit string), else None.
-
-        Every layer that filters or featurises by year reads it here, so they agree."""
-        value = self.attributes.get("year")
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        return None
+        """The ``year`` attribute as an int (see :func:`attribute_year`)."""
+        return attribute_year(self.attributes)
 
     @property
     def genres(self) -> tuple[str, ...]:
-        """The ``genres`` attribute as distinct strings (a single string is one genre)."""
-        value = self.attributes.get("genres")
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            return ()
-        return tuple(dict.fromkeys(str(v) for v in value if str(v)))
+        """The ``genres`` attribute as distinct strings (see :func:`attribute_genres`)."""
+        return attribute_genres(self.attributes)
 
     def text(self) -> str:
         """Title, attributes and description as one string (the default text-encoder input)."""
