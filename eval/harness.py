@@ -36,6 +36,7 @@ from encoders.registry import SCORERS, TEXT_SCORERS
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Split, leave_one_out, load_dataset, temporal_split, to_implicit
 from hyrec.metrics import evaluate
+from hyrec.threads import limit_blas
 from retrieval.hybrid import HybridRecommender
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,17 @@ REPORT_COLUMNS = (
     "fit_seconds",
     "seconds_per_epoch",
     "eval_seconds",
+)
+#: The "Per seed" table of report.md.
+PER_SEED_COLUMNS = (
+    "seed",
+    "valid_ndcg@10",
+    "ndcg@10",
+    "hr@10",
+    "fit_seconds",
+    "epochs",
+    "best_epoch",
+    "seconds_per_epoch",
 )
 #: Listed per seed, not averaged, when a model is fitted from several seeds.
 _LISTED_KEYS = frozenset({"seed", "epochs", "best_epoch", "users"})
@@ -224,13 +236,8 @@ def _init_worker(job: _Job | None, blas_threads: bool = True, log_level: int | N
     _JOB = job
     if log_level is not None:  # a spawned worker starts with no logging set up
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    user_set = any(
-        v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    )
-    if blas_threads and not user_set:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1, "blas")  # one BLAS thread per worker: the workers share the cores
+    if blas_threads:
+        limit_blas()  # one BLAS thread per worker: the workers share the cores
 
 
 def _fit_one(name: str, seed: int) -> dict[str, Any]:
@@ -357,29 +364,13 @@ def write_report(
             "",
             "## Per seed",
             "",
-            "| model | seed | valid ndcg@10 | ndcg@10 | hr@10 | fit_seconds | epochs | best_epoch "
-            "| s/epoch |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | " + " | ".join(PER_SEED_COLUMNS) + " |",
+            "|---|" + "---|" * len(PER_SEED_COLUMNS),
         ]
         for name, m in seeded.items():
             for f in m["per_seed"]:
-                cells = (
-                    f.get(c)
-                    for c in (
-                        "seed",
-                        "valid_ndcg@10",
-                        "ndcg@10",
-                        "hr@10",
-                        "fit_seconds",
-                        "epochs",
-                        "best_epoch",
-                    )
-                )
-                lines.append(
-                    f"| {name} | "
-                    + " | ".join(map(_cell, cells))
-                    + f" | {_cell(f.get('seconds_per_epoch'))} |"
-                )
+                cells = [_cell(f.get(c)) for c in PER_SEED_COLUMNS]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
     (folder / "report.md").write_text("\n".join(lines) + "\n")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +11,9 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from threadpoolctl import threadpool_limits
 
 from hyrec.data import DataError
+from hyrec.threads import limit_blas
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="hyrec: a hybrid recommender.")
 console = Console()
@@ -22,11 +21,7 @@ console = Console()
 
 @app.callback()
 def _every_command() -> None:
-    # One BLAS thread per process: on small hosts a multi-threaded BLAS spins on cores that other
-    # requests (or implicit's and torch's own threads) need; a 10k x 384 product took 18 ms instead
-    # of 1.5 ms here. OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set by the user still win.
-    if not any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-        threadpool_limits(1, "blas")
+    limit_blas()  # one BLAS thread per process unless the user set a thread count
 
 
 def _setup_logging(verbose: bool) -> None:
