@@ -79,6 +79,25 @@ class RecommenderConfig:
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
     synchronous: str = "FULL"  # feedback store durability (see agent.feedback)
 
+    def __post_init__(self) -> None:
+        """Fail on values that would silently turn every LLM stage (or list) off."""
+        checks = {
+            "llm_budget": self.llm_budget > 0,
+            "profile_share": 0 < self.profile_share <= 1,
+            "rerank_candidates": self.rerank_candidates >= 1,
+            "llm_reasons": self.llm_reasons >= 0,
+            "profile_events": self.profile_events >= 1,
+            "prompt_history": self.prompt_history >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(
+                f"RecommenderConfig: {values} out of range (llm_budget > 0, "
+                "0 < profile_share <= 1, rerank_candidates, profile_events and prompt_history "
+                ">= 1, llm_reasons >= 0)"
+            )
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -348,13 +367,17 @@ class Recommender:
 
         Raises:
             FileNotFoundError: ``path`` holds no saved model.
+            ValueError: its recommender.json holds an out-of-range setting (named).
         """
         path = Path(path)
         hybrid = HybridRecommender.load(path)
         file = path / CONFIG_FILE
         if file.is_file():
             body = json.loads(file.read_text())
-            config = _config_from(body.get("config", {}), hybrid.config)
+            try:
+                config = _config_from(body.get("config", {}), hybrid.config)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{file}: {e}") from None
             salt = body["salt"]
         else:  # a folder from `hyrec fit`: keep a salt so pseudonyms stay stable across restarts
             config, salt = RecommenderConfig(hybrid=hybrid.config), secrets.token_hex(16)
@@ -594,11 +617,12 @@ class Recommender:
 
     # ---- internals ------------------------------------------------------------------------------
     @contextmanager
-    def _budget(self) -> Iterator[None]:
+    def _budget(self, seconds: float | None = None) -> Iterator[None]:
+        """LLM calls inside share ``seconds`` (default: the whole ``llm_budget``)."""
         if self.llm is None:
             yield
             return
-        with self.llm.budget(self.config.llm_budget):
+        with self.llm.budget(self.config.llm_budget if seconds is None else seconds):
             yield
 
     @property
@@ -678,10 +702,7 @@ class Recommender:
         else:
             key = "anon-" + _digest(history or ())
         events = state.events[-self.config.profile_events :]
-        if self.llm is not None:
-            with self.llm.budget(self.config.llm_budget * self.config.profile_share):
-                profile = self.profiles.profile(key, events)
-        else:
+        with self._budget(self.config.llm_budget * self.config.profile_share):
             profile = self.profiles.profile(key, events)
         if self.llm is not None and profile.source != "llm":
             why = getattr(profile, "fallback_reason", None) or "LLM failed"

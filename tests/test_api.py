@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -192,6 +193,19 @@ def test_save_load_round_trip_keeps_config_and_answers(saved, model, tmp_path):
         b = again.recommend("u3", k=5, explain=False)
         assert [r.item_id for r in a.items] == [r.item_id for r in b.items]
         assert again.config.llm_reasons == 2
+
+
+def test_out_of_range_settings_are_refused_naming_them(saved, tmp_path):
+    with pytest.raises(ValueError, match=r"profile_share=1\.5.*llm_budget > 0"):
+        RecommenderConfig(profile_share=1.5)
+    folder, cache = saved
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    body = json.loads((copy / "recommender.json").read_text())
+    body["config"]["llm_budget"] = 0
+    (copy / "recommender.json").write_text(json.dumps(body))
+    with pytest.raises(ValueError, match=r"recommender\.json: RecommenderConfig: llm_budget=0"):
+        Recommender.load(copy, encoder=fake_encoder(cache))
 
 
 def test_load_of_a_missing_model_says_so(tmp_path):
