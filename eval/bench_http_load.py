@@ -117,11 +117,11 @@ async def load(
                     r = await client.post(path, json=body)
                     status: int | str = r.status_code
                     if status == 200 and kind == "recommendations":
-                        body = r.json()
-                        if not body["items"]:
+                        reply = r.json()
+                        if not reply["items"]:
                             status = "empty list"
-                        fallbacks.update({f.split(":")[0] for f in body["fallbacks"]})
-                except httpx.HTTPError as e:
+                        fallbacks.update({f.split(":")[0] for f in reply["fallbacks"]})
+                except (httpx.HTTPError, ValueError, KeyError) as e:  # a garbled reply counts too
                     status = type(e).__name__
                 results.append((kind, (time.perf_counter() - t) * 1000, status))
 

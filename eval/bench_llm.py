@@ -254,7 +254,9 @@ def write(report: dict[str, Any], folder: Path) -> None:
     (folder / "llm_ablation.md").write_text("\n".join(lines) + "\n")
 
 
-def throughput(llm: LLM, users: int, seed: int = 0, sample: int = 100) -> dict[str, Any]:
+def throughput(
+    llm: LLM, users: int, seed: int = 0, sample: int = 100, dataset: str = "ml-100k"
+) -> dict[str, Any]:
     """Profiles/s and LLM re-rank latency, one request at a time (no queueing behind the server).
 
     Profiles: the first ``users`` of the ablation's seeded ``sample`` (test-time histories).
@@ -262,10 +264,11 @@ def throughput(llm: LLM, users: int, seed: int = 0, sample: int = 100) -> dict[s
     """
     from retrieval.items import ItemList
 
-    ds = load_dataset("ml-100k")
-    split = make_split(ds, EvalConfig())
+    ds = load_dataset(dataset)
+    split = make_split(ds, EvalConfig(dataset=dataset))
     test = split.task("test")
-    rows = sample_users(len(test), sample, seed)[:users]
+    rows = sample_users(len(test), sample, seed)
+    rows = (np.arange(len(test)) if rows is None else rows)[:users]  # None: the sample is everyone
     history = test.subset(rows).history
     load_start = _load()
     service = ProfileService(llm, config=ProfileConfig(concurrency=1))
@@ -341,7 +344,7 @@ def main() -> None:
         handle = connect(settings)
     if args.throughput:
         try:
-            report = throughput(handle.llm, args.throughput, args.seed, args.users)
+            report = throughput(handle.llm, args.throughput, args.seed, args.users, config.dataset)
             print(json.dumps(report, indent=2))
         finally:
             handle.close()
