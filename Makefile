@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (3.4 min on 2 idle cores). The wheel is
 # built once into this wheelhouse and reused by every later set-up on the machine (pip's own cache
 # ignores CMAKE_ARGS, so it is bypassed). Portable CPU build: GGML_NATIVE compiles AMX/AVX-512 code
-# that dies with SIGILL on VMs that advertise AMX without allowing it.
+# that dies with SIGILL on VMs that advertise AMX without allowing it. The wheelhouse is named after
+# the build, so a wheel an older native build left in ~/.cache/hyrec/wheels is never picked up.
 LLAMA_VERSION := 0.3.36
-WHEELHOUSE    ?= $(HOME)/.cache/hyrec/wheels
-LLAMA_WHEEL   := $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
+WHEELHOUSE    ?= $(HOME)/.cache/hyrec/wheels/portable
+LLAMA_WHEEL   := $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_$(shell uname -m).whl
 LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
                  -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
                  -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
