@@ -226,6 +226,7 @@ def test_upserted_items_are_served_and_survive_a_restart(model_dir, saved):
         recs = m.recommend("fan", k=5, explain=False).items
         assert "new-1" not in {r.item_id for r in recs}
         assert m._state("fan", None).sequence.tolist() == [24]  # the new item is their history
+        assert "Beta story deluxe" in m.explain("fan", recs[0].item_id)  # and grounds reasons
 
 
 def test_concurrent_requests_feedback_and_deletion_stay_consistent(model_dir, saved):
