@@ -156,3 +156,11 @@ def load_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
 def known_users(history: History, n_users: int) -> np.ndarray:
     """Mask of the batch rows whose user the model was fitted on."""
     return (history.users >= 0) & (history.users < n_users)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32: the one normalisation of
+    text vectors, queries and profiles."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)

@@ -1,48 +1,83 @@
 """Scorers by name: the one table the CLI, the harness and the hybrid recommender build models from.
 
-A plain dict of constructors (no import-by-string): each entry is a scorer with the defaults chosen
-on
-validation. ``load_scorer`` reopens any saved scorer from the ``kind`` in its ``config.json``.
+A plain dict (no import-by-string): each name maps to a scorer class and the typed config it is
+built with, whose defaults were chosen on validation. :func:`make_scorer` takes field overrides as
+data (``{"factors": 32}``), so a hybrid's per-component settings are JSON in its saved config and
+a search space can name them. :func:`load_scorer` reopens any saved scorer from the ``kind`` in
+its ``config.json``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-from .base import Scorer
-from .collaborative import ALS, BPR, ItemKNN, MostPopular
-from .lightgcn import LightGCN
-from .sasrec import SASRec, SASRecConfig
-from .text import SemanticScorer
+from encoders.base import Scorer
+from encoders.collaborative import (
+    ALS,
+    BPR,
+    ALSConfig,
+    BPRConfig,
+    ItemKNN,
+    ItemKNNConfig,
+    MostPopular,
+)
+from encoders.lightgcn import LightGCN, LightGCNConfig
+from encoders.sasrec import SASRec, SASRecConfig
+from encoders.semantic import SemanticConfig, SemanticScorer
 
-SCORERS: dict[str, Callable[[], Scorer]] = {
-    "pop": MostPopular,
-    "itemknn": ItemKNN,
-    "als": ALS,
-    "bpr": BPR,
-    "lightgcn": LightGCN,
-    "semantic": SemanticScorer,
-    "sasrec": SASRec,  # text + ID item input
-    "sasrec-text": lambda: SASRec(SASRecConfig(item_input="text")),
-    "sasrec-id": lambda: SASRec(SASRecConfig(item_input="id")),
+
+@dataclass(frozen=True)
+class Entry:
+    """A scorer class and the config it is built with (``None``: it has no settings)."""
+
+    cls: type
+    config: Any = None
+
+    def __call__(self, **params: Any) -> Scorer:
+        if self.config is None:
+            if params:
+                raise ValueError(f"{self.cls.kind!r} has no settings, got {sorted(params)}")
+            return self.cls()
+        known = {f.name for f in fields(self.config)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"{self.cls.kind!r} has no setting {unknown}; known: {sorted(known)}")
+        return self.cls(replace(self.config, **params))
+
+
+SCORERS: dict[str, Entry] = {
+    "pop": Entry(MostPopular),
+    "itemknn": Entry(ItemKNN, ItemKNNConfig()),
+    "als": Entry(ALS, ALSConfig()),
+    "bpr": Entry(BPR, BPRConfig()),
+    "lightgcn": Entry(LightGCN, LightGCNConfig()),
+    "semantic": Entry(SemanticScorer, SemanticConfig()),
+    "sasrec": Entry(SASRec, SASRecConfig()),  # text + ID item input
+    "sasrec-text": Entry(SASRec, SASRecConfig(item_input="text")),
+    "sasrec-id": Entry(SASRec, SASRecConfig(item_input="id")),
 }
 
 #: Scorers that read FitData.item_embeddings.
 TEXT_SCORERS = frozenset({"semantic", "sasrec", "sasrec-text"})
 
-_CLASSES: dict[str, type] = {
-    cls.kind: cls for cls in (MostPopular, ItemKNN, ALS, BPR, LightGCN, SemanticScorer, SASRec)
-}
+_CLASSES: dict[str, type] = {e.cls.kind: e.cls for e in SCORERS.values()}
 
 
-def make_scorer(name: str) -> Scorer:
-    """A new, unfitted scorer by name."""
+def make_scorer(name: str, params: Mapping[str, Any] | None = None) -> Scorer:
+    """A new, unfitted scorer by name, with ``params`` overriding fields of its config.
+
+    Raises:
+        ValueError: an unknown name or setting (named).
+    """
     try:
-        return SCORERS[name]()
+        entry = SCORERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(SCORERS)}") from None
+    return entry(**dict(params or {}))
 
 
 def load_scorer(path: Path) -> Scorer:

@@ -1,4 +1,4 @@
-"""Item and query text embeddings, cached on disk, and the semantic scorer built on them.
+"""Item and query text embeddings with sentence-transformers, cached on disk.
 
 :class:`TextEncoder` renders each :class:`~hyrec.data.Item` through a template and embeds it with a
 sentence-transformers bi-encoder (Reimers & Gurevych, "Sentence-BERT", EMNLP 2019), by default the
@@ -12,8 +12,7 @@ text, so re-encoding a catalogue only embeds texts that changed. The cache is a 
 shards (``keys``, ``vectors``), each written to a temporary file and renamed into place, so a crash
 never leaves a half-written shard; shards are merged once there are many.
 
-:class:`SemanticScorer` (kind ``"semantic"``) scores the catalogue by cosine between each item and a
-recency-weighted mean of the embeddings of the user's latest items.
+The semantic scorer built on these vectors is :mod:`encoders.semantic`.
 """
 
 from __future__ import annotations
@@ -29,17 +28,14 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, Protocol
 
 import numpy as np
 import platformdirs
-import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from encoders.base import unit_rows
 from hyrec.data import Item
-from hyrec.data.splits import History
-
-from .base import FitData, NotFittedError, load_arrays, read_config, save_arrays, write_config
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +212,6 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norms > 0, norms, 1.0)
-
-
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -346,7 +335,7 @@ class TextEncoder:
                 f"{self.model_id}: encode returned shape {vecs.shape} for {len(texts)} texts; "
                 "expected (n_texts, dim)"
             )
-        return _normalise(vecs)
+        return unit_rows(vecs)
 
     def _progress(self, n: int, unit: str) -> Iterator[slice]:
         size = self.config.batch_size
@@ -402,91 +391,3 @@ def load_model(model: str, device: str = "cpu") -> EmbeddingModel:
         ) from e
     log.info("loading sentence-transformers model %s on %s", source, device)
     return SentenceTransformer(source, device=device)
-
-
-@dataclass(frozen=True)
-class SemanticConfig:
-    recent: int = 20  # the user's latest items that make the query; older tastes fade out
-    decay: float = 0.9  # weight of an item k steps before the latest is decay**k
-
-
-class SemanticScorer:
-    """score(u, i) = cos(q_u, e_i), q_u = Σ_k decay^k e_{h_k} over the user's ``recent`` latest
-    items h_0 (latest), h_1, ... (a recency-weighted mean; the scale does not matter to a cosine).
-
-    Needs ``FitData.item_embeddings`` (from :meth:`TextEncoder.encode_items` over the catalogue).
-    Works from the history alone, so unknown users need no special path; an empty history scores all
-    zeros.
-    """
-
-    kind: ClassVar[str] = "semantic"
-
-    def __init__(self, config: SemanticConfig | None = None) -> None:
-        self.config = config or SemanticConfig()
-        if self.config.recent < 1:
-            raise ValueError(f"recent must be at least 1, got {self.config.recent}")
-        if not 0 < self.config.decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {self.config.decay}")
-        self.item_embeddings: np.ndarray | None = None  # (n_items, d) unit norm
-
-    def fit(self, data: FitData) -> Self:
-        emb = data.item_embeddings
-        if emb is None:
-            raise ValueError(
-                "SemanticScorer needs item embeddings: encode the catalogue first, e.g. "
-                "FitData(..., item_embeddings=TextEncoder().encode_items(dataset.items))"
-            )
-        if emb.ndim != 2 or len(emb) != data.n_items:
-            raise ValueError(
-                f"item_embeddings has shape {emb.shape}; expected ({data.n_items}, dim), "
-                "one row per item"
-            )
-        self.item_embeddings = _normalise(emb)
-        return self
-
-    def query_vectors(self, history: History) -> np.ndarray:
-        """(B, d) unit-norm query vectors (zero rows for empty histories)."""
-        if self.item_embeddings is None:
-            raise NotFittedError("SemanticScorer.fit() first")
-        return _normalise(self._weights(history) @ self.item_embeddings)
-
-    def score(self, history: History) -> np.ndarray:
-        """(B, n_items) float32 cosine between each user's query vector and every item."""
-        return self.query_vectors(history) @ self.item_embeddings.T
-
-    def _weights(self, history: History) -> sp.csr_matrix:
-        """(B, n_items) recency weights; an item seen twice in the window gets both weights."""
-        n_items = len(self.item_embeddings)
-        rows, cols, vals = [], [], []
-        for row, seq in enumerate(history.sequences):
-            recent = np.asarray(seq[-self.config.recent :][::-1], dtype=np.int64)  # latest first
-            recent = recent[(recent >= 0) & (recent < n_items)]
-            rows.append(np.full(len(recent), row))
-            cols.append(recent)
-            vals.append(self.config.decay ** np.arange(len(recent), dtype=np.float32))
-        w = sp.csr_matrix(
-            (
-                np.concatenate(vals or [np.zeros(0, np.float32)]),
-                (
-                    np.concatenate(rows or [np.zeros(0, np.int64)]),
-                    np.concatenate(cols or [np.zeros(0, np.int64)]),
-                ),
-            ),
-            shape=(len(history), n_items),
-            dtype=np.float32,
-        )
-        w.sum_duplicates()
-        return w
-
-    def save(self, path: Path) -> None:
-        if self.item_embeddings is None:
-            raise NotFittedError("SemanticScorer.fit() first")
-        write_config(path, self.kind, self.config)
-        save_arrays(path, item_embeddings=self.item_embeddings)
-
-    @classmethod
-    def load(cls, path: Path) -> Self:
-        config, _ = read_config(path, cls.kind, SemanticConfig)
-        model = cls(config)
-        model.item_embeddings = load_arrays(path)["item_embeddings"]
-        return model

@@ -1,8 +1,10 @@
-"""``python -m eval ...`` is ``hyrec eval ...``."""
+"""``python -m eval ...`` is ``hyrec eval ...``; ``python -m eval bench ...`` is
+``hyrec bench ...``."""
 
 import sys
 
-from hyrec.cli import app
+from eval.cli import app
 
 if __name__ == "__main__":
-    app(["eval", *sys.argv[1:]], prog_name="python -m eval")
+    args = sys.argv[1:]
+    app(args if args[:1] == ["bench"] else ["eval", *args], prog_name="python -m eval")

@@ -1,6 +1,6 @@
 """HTTP load test: many concurrent clients against ``hyrec serve`` on loopback.
 
-Starts the server in a subprocess (``python -m hyrec.cli_serve``, the ``hyrec serve`` command),
+Starts the server in a subprocess (``python -m agent.cli.serve``, the ``hyrec serve`` command),
 waits for ``/healthz``, then runs a bounded number of requests from N concurrent
 ``httpx.AsyncClient`` workers: by default 90% ``POST /v1/recommendations`` for random known users
 and 10% ``POST /v1/feedback`` (a committed, fsynced SQLite write each). Reports errors, throughput
@@ -63,7 +63,7 @@ def free_port() -> int:
 def start_server(
     model_dir: Path, port: int, llm: bool, log: Path, threads: int
 ) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hyrec.cli_serve", "--model-dir", str(model_dir)]
+    cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(model_dir)]
     cmd += ["--port", str(port), "--api-key", KEY, "--llm" if llm else "--no-llm"]
     cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -19,11 +19,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from encoders.base import FitData
-from encoders.lightgcn import LightGCN, LightGCNConfig
-from encoders.sasrec import SASRec, SASRecConfig
 from hyrec.data import Dataset, Item, leave_one_out, load_dataset
+from retrieval.filters import Filter
 from retrieval.hybrid import HybridConfig, HybridRecommender
-from retrieval.store import Filter
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation")
 
@@ -61,10 +59,7 @@ def synthetic_catalogue(
 def fast_config() -> HybridConfig:
     """The default hybrid with short training: inference cost is the same as a fully trained one."""
     return HybridConfig(
-        component_overrides={
-            "sasrec": SASRec(SASRecConfig(max_epochs=3, patience=3)),
-            "lightgcn": LightGCN(LightGCNConfig(max_epochs=3)),
-        }
+        params={"sasrec": {"max_epochs": 3, "patience": 3}, "lightgcn": {"max_epochs": 3}}
     )
 
 

@@ -3,11 +3,14 @@
 Uses the harness's leave-one-out split, seeded user sample and full-catalogue metrics
 (:func:`hyrec.metrics.evaluate`). Two hybrids with the same cheaper component set are fitted (a full
 hybrid with SASRec and LightGCN costs ~12 min here): one without and one with the
-``profile_cosine`` feature (``HybridRecommender.profile_fn``). The head is trained on the inner
-split's histories, so its profiles never see the head's target; training users get the
+``profile_cosine`` feature (``HybridRecommender.fit(profiles=...)``). The head is trained on the
+inner split's histories, so its profiles never see the head's target; training users get the
 deterministic fallback profiles (an LLM call per training user and split would take hours on this
 machine), and only the evaluated sample gets LLM profiles — so the head meets LLM profiles only at
 test time, which the report states. Rows:
+
+Every row is measured through the one request path, :func:`agent.pipeline.recommend`, with each
+test user's state taken from the split (their training history, as the harness scores them):
 
 * ``head`` — the hybrid's own order; ``mmr`` — MMR over item text embeddings; ``llm`` — the LLM
   re-ranker (verbalizer logprobs, else listwise JSON), blended with the head inside MMR;
@@ -40,9 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from agent import pipeline
+from agent.config import RecommenderConfig
 from agent.llm import LLM
-from agent.profiles import HistoryProfiles, ProfileConfig, ProfileService
-from agent.rerank import LLMReranker, RerankConfig, RerankStage
+from agent.llm.guard import GuardedLLM
+from agent.stages.profiles import HistoryProfiles, ProfileConfig, ProfileService
+from agent.stages.rerank import LLMReranker, RerankConfig
+from agent.state import UserState
 from encoders.base import FitData
 from encoders.text import TextEncoder
 from eval.harness import EvalConfig, make_split, sample_users
@@ -104,32 +111,63 @@ class Bench:
         sources = tuple(s for s in c if s != "semantic")  # semantic: chromadb neighbours instead
         return HybridConfig(components=c, sources=sources)
 
-    def fit(self, profile_fn: Callable | None) -> HybridRecommender:
+    def fit(self, profiles: Callable | None) -> HybridRecommender:
         model = HybridRecommender(self.hybrid_config())
-        if profile_fn is not None:
-            if not hasattr(model, "profile_fn"):
-                raise RuntimeError("this HybridRecommender has no profile_fn (retrieval/hybrid.py)")
-            model.profile_fn = profile_fn
         t0 = time.perf_counter()
-        model.fit(self.data)
+        model.fit(self.data, profiles=profiles)
         log.info("fitted in %.1f s: %s", time.perf_counter() - t0, model.fit_report)
         return model
+
+    def parts(
+        self,
+        model: HybridRecommender,
+        task: EvalTask,
+        reranker: LLMReranker | None,
+        profiles: ProfileService | None,
+    ) -> pipeline.Parts:
+        """The request path over ``model``, each user's state read from ``task``'s histories."""
+        events = HistoryProfiles(ProfileService(None), self.dataset)
+        states = {
+            str(int(u)): UserState(
+                int(u), seq, (), tuple(events.events(int(u), seq)), np.asarray(seq, np.int64)
+            )
+            for u, seq in zip(task.history.users, task.history.sequences, strict=True)
+        }
+        return pipeline.Parts(
+            hybrid=model,
+            encoder=self.encoder,
+            config=RecommenderConfig(hybrid=model.config, rerank=self.rerank_config),
+            users=lambda user, _history: states[user],
+            user_key=str,
+            llm=None if self.llm is None else GuardedLLM(self.llm),
+            profiles=profiles,
+            reranker=reranker,
+        )
 
     def measure(
         self,
         name: str,
-        model: HybridRecommender,
+        parts: pipeline.Parts,
         task: EvalTask,
-        stage: RerankStage | None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        model.rerank = stage
+        k = self.config.k
+
+        def score(history) -> np.ndarray:  # top-k from the pipeline, -inf elsewhere
+            out = np.full((len(history), self.dataset.n_items), -np.inf, dtype=np.float32)
+            for row, user in enumerate(history.users.tolist()):
+                request = pipeline.Request(user=str(int(user)), k=k, explain=False)
+                ids = [r.item_id for r in pipeline.recommend(parts, request).items]
+                top = [self.dataset.item_index[i] for i in ids]
+                out[row, top] = np.arange(len(top), 0, -1, dtype=np.float32)
+            return out
+
         load_before = _load()
         t0 = time.perf_counter()
         metrics = evaluate(
-            model.score,
+            score,
             task,
-            (self.config.k,),
+            (k,),
             item_vectors=self.embeddings,
             item_popularity=self.data.item_popularity,
             n_train_users=self.dataset.n_users,
@@ -137,17 +175,17 @@ class Bench:
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {c: round(metrics[c], 4) for c in COLUMNS}
         row.update(users=len(task), eval_seconds=round(seconds, 1), load_avg=load_before)
-        if stage is not None:
-            r = stage.reranker
-            lat = [res.seconds for res in stage.results]
+        r = parts.reranker
+        if r is not None:
+            lat = r.stats["seconds"]
             row.update(
                 rerank_p50_ms=_percentile(lat, 50),
                 rerank_p99_ms=_percentile(lat, 99),
-                rerank_methods=dict(_count(res.method for res in stage.results)),
+                rerank_methods=dict(r.stats["methods"]),
                 llm_validity_error_rate=None
                 if r.validity_error_rate is None
                 else round(r.validity_error_rate, 3),
-                rerank_stats=_plain(r.stats),
+                rerank_stats=_plain({k: v for k, v in r.stats.items() if k != "seconds"}),
             )
         row.update(extra or {})
         self.results[name] = row
@@ -156,29 +194,35 @@ class Bench:
             write(self.report(), self.out)
         return row
 
-    def stage(self, llm: LLM | None) -> RerankStage:
-        reranker = LLMReranker(llm, self.rerank_config)
-        return RerankStage(reranker, self.dataset, self.embeddings, self.config.k)
+    def reranker(self, llm: LLM | None) -> LLMReranker:
+        return LLMReranker(None if llm is None else GuardedLLM(llm), self.rerank_config)
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
         # ---- profile feature off
         base = self.fit(None)
-        self.measure("head", base, self.test, None)
-        self.measure("mmr", base, self.test, self.stage(None))
+        self.measure("head", self.parts(base, self.test, None, None), self.test)
+        self.measure("mmr", self.parts(base, self.test, self.reranker(None), None), self.test)
         if cfg.all_users:
-            self.measure("head (all users)", base, self.test_all, None)
-            self.measure("mmr (all users)", base, self.test_all, self.stage(None))
+            every = self.test_all
+            self.measure("head (all users)", self.parts(base, every, None, None), every)
+            mmr = self.parts(base, every, self.reranker(None), None)
+            self.measure("mmr (all users)", mmr, every)
         if cfg.llm:
-            self.measure("llm", base, self.test, self.stage(self.llm))
+            llm_rows = self.parts(base, self.test, self.reranker(self.llm), None)
+            self.measure("llm", llm_rows, self.test)
         # ---- profile feature on: deterministic profiles for training (inner histories)
         fallback = ProfileService(None, self.encoder, config=ProfileConfig(show_progress=False))
         with_profile = self.fit(HistoryProfiles(fallback, self.dataset))
-        self.measure("profile:fallback", with_profile, self.test, None)
+        self.measure(
+            "profile:fallback", self.parts(with_profile, self.test, None, fallback), self.test
+        )
         if cfg.all_users:
-            self.measure("profile:fallback (all users)", with_profile, self.test_all, None)
+            every = self.test_all
+            rows = self.parts(with_profile, every, None, fallback)
+            self.measure("profile:fallback (all users)", rows, every)
         if cfg.llm:
-            service = ProfileService(self.llm, self.encoder, config=ProfileConfig())
+            service = ProfileService(GuardedLLM(self.llm), self.encoder, config=ProfileConfig())
             fn = HistoryProfiles(service, self.dataset, llm_users=self.sample_users)
             fn.profiles(self.test.history)  # profile the sample once (cached): throughput
             self.profile_stats = {
@@ -191,9 +235,10 @@ class Bench:
                 "profile_llm_calls": service.stats["llm_calls"],
                 "profile_errors": dict(service.stats["errors"]),
             }
-            with_profile.profile_fn = fn
-            self.measure("profile:llm", with_profile, self.test, None, self.profile_stats)
-            self.measure("profile:llm+llm", with_profile, self.test, self.stage(self.llm))
+            rows = self.parts(with_profile, self.test, None, service)
+            self.measure("profile:llm", rows, self.test, self.profile_stats)
+            rows = self.parts(with_profile, self.test, self.reranker(self.llm), service)
+            self.measure("profile:llm+llm", rows, self.test)
         return self.report()
 
     def report(self) -> dict[str, Any]:
@@ -262,7 +307,7 @@ def throughput(
     Profiles: the first ``users`` of the ablation's seeded ``sample`` (test-time histories).
     Re-rank: each of those users' 20 most popular unseen items, with their last 10 titles.
     """
-    from retrieval.items import ItemList
+    from retrieval.items import Catalogue, ItemList
 
     ds = load_dataset(dataset)
     split = make_split(ds, EvalConfig(dataset=dataset))
@@ -282,11 +327,10 @@ def throughput(
         scores = popularity.copy()
         scores[seq] = -1.0
         top = np.argsort(-scores, kind="stable")[:20]
+        catalogue = Catalogue(ds.items, np.eye(ds.n_items, 16, dtype=np.float32))
         result = reranker.rerank(
             [ds.items[i].title for i in seq[-10:]],
-            ItemList(top, scores[top]),
-            [ds.items[i].title for i in top],
-            np.eye(len(top), dtype=np.float32),
+            ItemList(top, scores[top], catalogue=catalogue),
             10,
         )
         latencies.append(result.seconds)
@@ -321,7 +365,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="LLM seconds per call")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("httpx", "agent.profiles", "agent.rerank", "chromadb"):
+    for noisy in ("httpx", "agent.stages.profiles", "agent.stages.rerank", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     import torch
 
@@ -335,8 +379,8 @@ def main() -> None:
     )
     handle = None
     if config.llm or args.throughput:
-        from agent.backends import connect
-        from agent.settings import LLMSettings
+        from agent.llm.connect import connect
+        from agent.llm.settings import LLMSettings
 
         settings = LLMSettings.from_env()
         if args.timeout is not None:

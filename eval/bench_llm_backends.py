@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.backends import OpenAICompatibleLLM
-from agent.embedded import EmbeddedServer, EmbeddedServerConfig
 from agent.llm import LLM, LLMError, Message
-from agent.settings import LLMSettings
+from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig
+from agent.llm.openai_backend import OpenAICompatibleLLM
+from agent.llm.settings import LLMSettings
 
 log = logging.getLogger("eval.bench_llm_backends")
 
@@ -163,7 +163,7 @@ def bench_llama_cpp(prompts: list[list[Message]], args: argparse.Namespace, thre
 def bench_transformers(
     prompts: list[list[Message]], args: argparse.Namespace, threads: int
 ) -> dict:
-    from agent.transformers_llm import TransformersConfig, TransformersLLM, resolve_model
+    from agent.llm.transformers_backend import TransformersConfig, TransformersLLM, resolve_model
 
     load_before = load_average()
     start = time.perf_counter()

@@ -33,7 +33,8 @@ import numpy as np
 
 from hyrec.data import Item
 from hyrec.data.movielens import ML100K_GENRES
-from retrieval.store import Filter, ItemStore, StoreConfig
+from retrieval.filters import Filter
+from retrieval.store import ItemStore, StoreConfig
 
 GENRES = ML100K_GENRES[1:]  # without "unknown"
 

@@ -1,12 +1,11 @@
-"""hyrec: an LLM-augmented hybrid recommender.
+"""hyrec: the ground floor of the hybrid recommender. It imports nothing from the other packages.
 
-Package layout (dependency direction ``agent → retrieval → encoders → hyrec``; ``eval`` uses them
-all and
-nothing uses ``eval``):
+* :mod:`hyrec.data` — the dataset type, loaders, splits and snapshots;
+* :mod:`hyrec.metrics` — ranking and beyond-accuracy metrics;
+* :mod:`hyrec.threads` — one BLAS thread per process.
 
-* :mod:`hyrec.data` — the dataset type, loaders, splits; :mod:`hyrec.metrics` — ranking metrics;
-* :mod:`encoders` — scorers (popularity, item-kNN, implicit ALS/BPR, text, LightGCN, SASRec);
-* :mod:`eval` — the offline evaluation harness; :mod:`hyrec.cli` — the ``hyrec`` command.
+The floors above: ``encoders → hyrec``, ``retrieval → encoders``, ``agent → retrieval, prompts``;
+``eval`` uses them all and nothing uses ``eval``. See docs/architecture.md.
 """
 
 __version__ = "0.1.0"

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hyrec.data import Dataset, Interactions, interaction_matrix
 from hyrec.data.splits import History
-
-from .items import ItemList
+from retrieval.filters import item_year
+from retrieval.items import ItemList
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +42,17 @@ class ItemFacts:
             np.concatenate([self.year, np.asarray(year, np.float64)]),
             None if self.embeddings is None else np.vstack([self.embeddings, embeddings]),
         )
+
+
+def item_facts(dataset: Dataset, train: Interactions, embeddings: np.ndarray | None) -> ItemFacts:
+    """Popularity, recency and year of every catalogue item, from the training events."""
+    n = dataset.n_items
+    popularity = np.asarray(interaction_matrix(train, dataset.n_users, n).sum(axis=0)).ravel()
+    last = np.full(n, train.timestamp.min() if len(train) else 0, dtype=np.float64)
+    np.maximum.at(last, train.item, train.timestamp)
+    days = (train.timestamp.max() - last) / 86400.0 if len(train) else np.zeros(n)
+    year = np.array([item_year(it) for it in dataset.items])
+    return ItemFacts(popularity.astype(np.float32), days.astype(np.float32), year, embeddings)
 
 
 def feature_names(

@@ -1,17 +1,16 @@
 """The hybrid recommender: component scorers → tagged candidates → features → learned ranking head.
 
-Recommendation is plain composition (:meth:`HybridRecommender.recommend_batch`)::
+Ranking is plain composition (:meth:`HybridRecommender.recommend_batch`)::
 
-    history → score (every component) → candidates (each source's top-N, text neighbours of the
-            recent items and of a request query) → features → ranking head → query blend
-            → rerank hook → top-k
+    history → score (every component) → candidates (retrieval.candidates) → features
+            → ranking head → query blend → top-k
 
 Training the head never touches validation or test *targets*: each user's last training event is
 held out, the components are fitted on the rest, and the head learns to find that held-out item
 among the candidates ("inner" split). Validation only early-stops the head and picks LightGBM or
-the MLP. The head then serves on those same components (``HybridConfig.refit=False``): the
-features are scale-free (standardised scores and ranks), so refitting the components on the whole
-training split changed validation NDCG@10 by less than its noise while doubling the fit time
+the MLP. The head then serves on those same components: the features are scale-free
+(standardised scores and ranks), so refitting the components on the whole training split changed
+validation NDCG@10 by less than its noise while doubling the fit time
 (``eval/results/ml-100k/hybrid-experiments.md``).
 
 A request may carry a query vector (a text embedding of "funny sci-fi for tonight"): its nearest
@@ -24,39 +23,39 @@ as the whole history. Rows with a zero query vector, and every row when none is 
 head's order. A row with an empty history (cold start) is ranked by popularity, since the head
 never learned from such rows; its candidates are the popular items and the query's neighbours, and
 the query blend re-orders them.
+
+A head fitted with interest profiles (``fit(..., profiles=fn)``) has a ``profile_cosine`` feature;
+at serving time the caller passes each row's profile vector (``profile_vectors``). Re-ranking and
+everything else that needs an LLM happens above this module (:mod:`agent.pipeline`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from encoders.base import FitData, NotFittedError, with_seed
-from encoders.registry import SCORERS, TEXT_SCORERS, load_scorer, make_scorer
-from encoders.text import SemanticScorer
+from encoders.base import FitData, NotFittedError, unit_rows, with_seed
+from encoders.registry import SCORERS, TEXT_SCORERS, make_scorer
+from encoders.semantic import SemanticScorer
 from hyrec.data import Dataset, EvalTask, Interactions, Item, interaction_matrix
-from hyrec.data.snapshot import load_snapshot, save_snapshot
 from hyrec.data.splits import History
-
-from .features import ItemFacts, build_features, seen_rows
-from .items import ItemList
-from .ranker import RANKERS, Groups, Ranker, load_ranker, ndcg_at
-from .store import Filter, ItemStore, StoreConfig
+from retrieval.candidates import candidates, top_unblocked
+from retrieval.features import ItemFacts, build_features, item_facts
+from retrieval.filters import CatalogueIndex, Filter, item_year
+from retrieval.items import Catalogue, ItemList
+from retrieval.ranker import RANKERS, Groups, Ranker, ndcg_at
+from retrieval.store import ItemStore, StoreConfig
 
 log = logging.getLogger(__name__)
 
-#: A re-ranking stage applied to each user's fused list (the LLM layer plugs in here).
-Reranker = Callable[[History, list[ItemList]], list[ItemList]]
 #: Interest-profile embeddings of a batch of histories: (B, d) unit-norm, zero rows for "none".
 ProfileFn = Callable[[History], np.ndarray]
 
@@ -74,15 +73,14 @@ class HybridConfig:
     # an exact cosine over the item vectors (1 ms at 10k items, where HNSW took 5-20 ms).
     ann_min_items: int = 200_000
     ranker: str = "auto"  # "lightgbm", "mlp", or "auto": the better validation NDCG@10
-    refit: bool = False  # refit the components on all training data for serving (module doc)
     seed: int = 0  # every seeded component and the ranking head train from this seed
-    component_overrides: dict[str, Any] = field(default_factory=dict)  # name -> scorer (tests)
+    # per component, fields of its config to change, e.g. {"als": {"factors": 32}} (JSON data, so
+    # it is saved with the model and a tuner can write it)
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Fail before any training, naming the bad value."""
-        unknown = [
-            c for c in self.components if c not in SCORERS and c not in self.component_overrides
-        ]
+        unknown = [c for c in self.components if c not in SCORERS]
         if unknown:
             raise ValueError(
                 f"HybridConfig.components: unknown {unknown}; known: {sorted(SCORERS)}"
@@ -97,6 +95,14 @@ class HybridConfig:
             raise ValueError(
                 f"HybridConfig.ranker {self.ranker!r}: use 'auto' or one of {list(RANKERS)}"
             )
+        stray = sorted(set(self.params) - set(self.components))
+        if stray:
+            raise ValueError(f"HybridConfig.params names {stray}, which are not components")
+        for name, params in self.params.items():
+            try:
+                make_scorer(name, params)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"HybridConfig.params[{name!r}]: {e}") from None
 
 
 def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
@@ -112,63 +118,8 @@ def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
     return train.take(~held), train.take(held)
 
 
-def item_year(item: Item) -> float:
-    """The item's release year as a float feature (NaN when unknown)."""
-    return float("nan") if item.year is None else float(item.year)
-
-
-def item_facts(dataset: Dataset, train: Interactions, embeddings: np.ndarray | None) -> ItemFacts:
-    n = dataset.n_items
-    popularity = np.asarray(interaction_matrix(train, dataset.n_users, n).sum(axis=0)).ravel()
-    last = np.full(n, train.timestamp.min() if len(train) else 0, dtype=np.float64)
-    np.maximum.at(last, train.item, train.timestamp)
-    days = (train.timestamp.max() - last) / 86400.0 if len(train) else np.zeros(n)
-    year = np.array([item_year(it) for it in dataset.items])
-    return ItemFacts(popularity.astype(np.float32), days.astype(np.float32), year, embeddings)
-
-
-class CatalogueIndex:
-    """Genre masks and years of the catalogue, so a :class:`Filter` costs a few array operations."""
-
-    def __init__(self, items: Sequence[Item]) -> None:
-        self.item_index = {it.item_id: i for i, it in enumerate(items)}
-        self.year = np.array([item_year(it) for it in items])
-        self.genres: dict[str, np.ndarray] = {}
-        for i, it in enumerate(items):
-            for g in it.genres:
-                self.genres.setdefault(g, np.zeros(len(items), dtype=bool))[i] = True
-
-    def allowed(self, filter: Filter) -> np.ndarray:
-        """(n_items,) mask of the items ``filter`` lets through (same rules as the item store)."""
-        none = np.zeros(len(self.year), dtype=bool)
-        ok = ~none
-        if filter.genres_any:
-            ok = np.logical_or.reduce([self.genres.get(g, none) for g in filter.genres_any])
-        for g in filter.genres_none:
-            ok = ok & ~self.genres.get(g, none)
-        with np.errstate(invalid="ignore"):  # NaN years fail both bounds, as in the store
-            if filter.year_min is not None:
-                ok = ok & (self.year >= filter.year_min)
-            if filter.year_max is not None:
-                ok = ok & (self.year <= filter.year_max)
-        gone = [self.item_index[i] for i in filter.exclude_ids if i in self.item_index]
-        if gone:
-            ok = ok.copy()
-            ok[gone] = False
-        return ok
-
-
 def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-6) if len(x) else x
-
-
-def top_unblocked(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` best scores of one row among the items not ``blocked`` (any order)."""
-    s = np.where(blocked, -np.inf, scores)
-    n = min(n, int((~blocked).sum()))
-    if n <= 0:
-        return np.zeros(0, np.int64)
-    return np.argpartition(-s, n - 1)[:n]
 
 
 class HybridRecommender:
@@ -176,11 +127,8 @@ class HybridRecommender:
     it.
 
     Attributes:
-        profile_fn: Set before :meth:`fit` to add the ``profile_cosine`` feature: it maps histories
-            to (B, d) interest-profile embeddings in the item-text space. Head-training profiles
-            are computed from the inner histories, which never contain the item the head learns
-            to find.
-        rerank: Optional stage applied to each fused list before the top-k cut.
+        uses_profile: Whether the head has the ``profile_cosine`` feature (fitted with
+            ``profiles=``); then :meth:`recommend_batch` takes ``profile_vectors``.
     """
 
     kind: ClassVar[str] = "hybrid"
@@ -195,8 +143,6 @@ class HybridRecommender:
         self.facts: ItemFacts | None = None
         self.dataset: Dataset | None = None
         self.fit_report: dict[str, Any] = {}
-        self.rerank: Reranker | None = None
-        self.profile_fn: ProfileFn | None = None
         self.uses_profile = False
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -205,9 +151,7 @@ class HybridRecommender:
         out = {}
         for name in self.config.components:
             t0 = time.perf_counter()
-            scorer = self.config.component_overrides.get(name) or with_seed(
-                make_scorer(name), self.config.seed
-            )
+            scorer = with_seed(make_scorer(name, self.config.params.get(name)), self.config.seed)
             out[name] = scorer.fit(data)
             self.fit_report.setdefault("component_seconds", {})[name] = round(
                 time.perf_counter() - t0, 2
@@ -215,15 +159,23 @@ class HybridRecommender:
         self.native_items = {name: data.n_items for name in out}
         return out
 
-    def fit(self, data: FitData) -> Self:
+    def fit(self, data: FitData, profiles: ProfileFn | None = None) -> Self:
+        """Fit the components on the inner split, then the head (module doc).
+
+        Args:
+            data: Catalogue, training interactions, validation task, item text vectors.
+            profiles: Optional: (B, d) interest-profile vectors of a batch of histories; the head
+                then gets the ``profile_cosine`` feature. Head-training profiles are computed
+                from the inner histories, which never contain the item the head learns to find.
+        """
         needs_text = TEXT_SCORERS.intersection(self.config.components)
         if needs_text and data.item_embeddings is None:
             raise ValueError(f"components {sorted(needs_text)} need FitData.item_embeddings")
-        if self.profile_fn is not None and data.item_embeddings is None:
-            raise ValueError("profile_fn needs FitData.item_embeddings (profiles are text vectors)")
+        if profiles is not None and data.item_embeddings is None:
+            raise ValueError("profiles need FitData.item_embeddings (profiles are text vectors)")
         self.dataset = data.dataset
-        self.uses_profile = self.profile_fn is not None
-        self.__dict__.pop("catalogue", None)
+        self.uses_profile = profiles is not None
+        self._forget_views()
         self._open_store(data.item_embeddings)
         t0 = time.perf_counter()
         inner_train, held = inner_split(data.train)
@@ -233,12 +185,11 @@ class HybridRecommender:
         users = held.user.astype(np.int64)
         history = History.from_interactions(inner_train, users, data.n_items, n_users=data.n_users)
         targets = interaction_matrix(held, data.n_users, data.n_items)[users]
-        x, y = self._groups(EvalTask(history, targets))
+        x, y = self._groups(EvalTask(history, targets), profiles)
         self.fit_report["head_train_recall"] = float(np.mean([g.any() for g in y]))
-        if self.config.refit:
-            self.components = self._fit_components(data)
         self.facts = item_facts(data.dataset, data.train, data.item_embeddings)
-        valid = self._groups(data.valid) if data.valid is not None else None
+        self._forget_views()
+        valid = self._groups(data.valid, profiles) if data.valid is not None else None
         if valid is not None:
             self.fit_report["candidate_recall_valid"] = float(np.mean([g.any() for g in valid[1]]))
         self.ranker = self._fit_ranker(x, y, valid)
@@ -262,12 +213,12 @@ class HybridRecommender:
         self.fit_report["ranker"] = chosen.kind
         return chosen
 
-    def _groups(self, task: EvalTask) -> tuple[Groups, Groups]:
+    def _groups(self, task: EvalTask, profile_fn: ProfileFn | None) -> tuple[Groups, Groups]:
         """Candidate features and 0/1 target labels for every user of ``task``."""
         xs, ys = [], []
         for start in range(0, len(task), 256):
             batch = task.subset(np.arange(start, min(start + 256, len(task))))
-            profiles = self.profile_fn(batch.history) if self.uses_profile else None
+            profiles = profile_fn(batch.history) if profile_fn is not None else None
             scores = self._component_scores(batch.history)
             cands = self.candidates(batch.history, scores)
             xs += build_features(batch.history, cands, scores, self.facts, self._sources, profiles)
@@ -287,22 +238,22 @@ class HybridRecommender:
         query_vectors: np.ndarray | None = None,
         profile_vectors: np.ndarray | None = None,
     ) -> list[ItemList]:
-        """Top-k per row: score → candidates → features → head → query blend → rerank → top-k.
+        """Top-k per row: score → candidates → features → head → query blend → top-k.
 
         Args:
             history: The users (-1 for cold start) and their time-ordered item indices.
             k: List length.
             filter: Genre/year constraints and ids never to return.
             query_vectors: (B, d) unit-norm text vectors of each row's request; zero rows = none.
-            profile_vectors: (B, d) interest-profile embeddings; when the model uses profiles and
-                none are given, ``profile_fn`` computes them (zero vectors if it is unset).
+            profile_vectors: (B, d) interest-profile embeddings, for a head fitted with profiles
+                (zero vectors when none are given: no profile signal).
         """
         if self.ranker is None:
             raise NotFittedError("HybridRecommender.fit() first")
         history = self._widened(history)
         queries = self._check_rows(query_vectors, history, "query_vectors")
         profiles = self._profiles(history, profile_vectors)
-        allowed = None if filter is None else self.catalogue.allowed(filter)
+        allowed = None if filter is None else self.index.allowed(filter)
         scores = self._component_scores(history)
         cands = self.candidates(history, scores, allowed, filter, queries)
         feats = build_features(history, cands, scores, self.facts, self._sources, profiles)
@@ -312,8 +263,6 @@ class HybridRecommender:
         ]
         if queries is not None:
             fused = [self._blend_query(c, q) for c, q in zip(fused, queries, strict=True)]
-        if self.rerank is not None:
-            fused = self.rerank(history, fused)
         return [f.top(k) for f in fused]
 
     def _head_scores(self, cands: ItemList, features: np.ndarray, sequence: np.ndarray):
@@ -347,55 +296,26 @@ class HybridRecommender:
         filter: Filter | None = None,
         queries: np.ndarray | None = None,
     ) -> list[ItemList]:
-        """Per row, the union of each source's top-N unseen, allowed items, the text neighbours of
-        the recent items ("semantic") and of the query ("query"); every component's score of each
-        candidate travels with it as a column (plus the query cosine)."""
-        seen = seen_rows(history)
-        n_text, n_query = self.config.neighbours, self.config.query_neighbours
+        """Per row, the tagged union of every source's proposals (:mod:`retrieval.candidates`)."""
         ann = self.store is not None and self.dataset.n_items >= self.config.ann_min_items
-        semantic = self.components.get("semantic")
-        recent = semantic.query_vectors(history) if ann and "semantic" in scores else None
-        out = []
-        for row in range(len(history)):
-            blocked = np.zeros(history.n_items, dtype=bool) if allowed is None else ~allowed
-            blocked[seen[row]] = True
-            proposals = {
-                name: top_unblocked(scores[name][row], blocked, self.config.per_source)
-                for name in self.config.sources
-                if np.ptp(scores[name][row]) > 0
-            }  # a source with no signal for this row (e.g. SASRec on an empty history) proposes
-            if "semantic" in scores and n_text > 0 and scores["semantic"][row].any():
-                proposals["semantic"] = (  # the text neighbours of the user's recent items
-                    self._ann(recent[row], n_text, filter, history.sequences[row])
-                    if ann
-                    else top_unblocked(scores["semantic"][row], blocked, n_text)
-                )
-            query = None if queries is None or not queries[row].any() else queries[row]
-            if query is not None:
-                cosine = self.facts.embeddings @ query  # (n_items,)
-                proposals["query"] = (
-                    self._ann(query, n_query, filter, history.sequences[row])
-                    if ann
-                    else top_unblocked(cosine, blocked, n_query)
-                )
-            if not proposals:  # nothing informative (e.g. an untrained catalogue): most popular
-                proposals["pop"] = top_unblocked(self.facts.popularity, blocked, 50)
-            c = ItemList.union(proposals)
-            columns = {name: s[row, c.items] for name, s in scores.items()}
-            if query is not None:
-                columns["query"] = cosine[c.items]
-            out.append(ItemList(c.items, c.scores, columns, c.sources))
-        return out
-
-    def _ann(
-        self, vector: np.ndarray, n: int, filter: Filter | None, seen: np.ndarray
-    ) -> np.ndarray:
-        """The ``n`` nearest allowed, unseen items in the chromadb HNSW index (large catalogues;
-        below ``ann_min_items`` an exact cosine is faster)."""
-        ids, index = self.dataset.item_ids, self.dataset.item_index
-        exclude = [ids[i] for i in np.unique(seen)]
-        hits = self.store.query(vector[None], n, where=filter, exclude_ids=exclude)[0]
-        return np.array([index[i] for i, _ in hits if i in index], dtype=np.int64)
+        recent = None
+        if ann and "semantic" in scores:
+            recent = self.components["semantic"].query_vectors(history)
+        return candidates(
+            history,
+            scores,
+            config=self.config,
+            facts=self.facts,
+            catalogue=self.view,
+            store=self.store,
+            item_ids=self.dataset.item_ids,
+            item_index=self.dataset.item_index,
+            ann=ann,
+            recent=recent,
+            allowed=allowed,
+            filter=filter,
+            queries=queries,
+        )
 
     def _blend_query(self, lst: ItemList, query: np.ndarray) -> ItemList:
         if not query.any() or not len(lst):
@@ -434,10 +354,7 @@ class HybridRecommender:
     def _profiles(self, history: History, given: np.ndarray | None) -> np.ndarray | None:
         if not self.uses_profile:
             return None
-        if given is None and self.profile_fn is not None:
-            given = self.profile_fn(history)
         if given is None:
-            log.debug("model uses profiles but none were given and profile_fn is unset: zeros")
             return np.zeros((len(history), self.facts.embeddings.shape[1]), np.float32)
         return self._check_rows(given, history, "profile_vectors")
 
@@ -449,13 +366,18 @@ class HybridRecommender:
         return out
 
     @cached_property
-    def catalogue(self) -> CatalogueIndex:
+    def index(self) -> CatalogueIndex:
         """Genre masks and years for filters (rebuilt when the catalogue grows)."""
         return CatalogueIndex(self.dataset.items)
 
-    def allowed_mask(self, filter: Filter | None) -> np.ndarray | None:
-        """Catalogue mask of the items a :class:`Filter` lets through (``None``: everything)."""
-        return None if filter is None else self.catalogue.allowed(filter)
+    @cached_property
+    def view(self) -> Catalogue:
+        """The catalogue every returned :class:`ItemList` points into."""
+        return Catalogue(self.dataset.items, None if self.facts is None else self.facts.embeddings)
+
+    def _forget_views(self) -> None:
+        self.__dict__.pop("index", None)
+        self.__dict__.pop("view", None)
 
     # ---- item-to-item and catalogue growth -----------------------------------------------------
     def similar(self, item_index: int, k: int = 10, filter: Filter | None = None) -> ItemList:
@@ -467,7 +389,7 @@ class HybridRecommender:
         n = self.dataset.n_items
         if not 0 <= item_index < n:
             raise IndexError(f"item index {item_index} is outside the catalogue (0..{n - 1})")
-        blocked = np.zeros(n, dtype=bool) if filter is None else ~self.catalogue.allowed(filter)
+        blocked = np.zeros(n, dtype=bool) if filter is None else ~self.index.allowed(filter)
         blocked[item_index] = True
         one = History.of_items([item_index], n)
         signals: dict[str, np.ndarray] = {}
@@ -481,11 +403,14 @@ class HybridRecommender:
         if not signals:
             raise ValueError("similar() needs item embeddings or a collaborative component")
         width = max(k, 50)
-        c = ItemList.union({name: top_unblocked(s, blocked, width) for name, s in signals.items()})
+        proposals = {name: top_unblocked(s, blocked, width) for name, s in signals.items()}
+        c = ItemList.union(proposals, self.view)
         ok = ~blocked
         total = sum((s[c.items] - s[ok].mean()) / (s[ok].std() + 1e-6) for s in signals.values())
         columns = {name: s[c.items] for name, s in signals.items()}
-        return ItemList(c.items, np.asarray(total, np.float32), columns, c.sources).top(k)
+        return ItemList(c.items, np.asarray(total, np.float32), columns, c.sources, self.view).top(
+            k
+        )
 
     def add_items(self, items: Sequence[Item], embeddings: np.ndarray) -> int:
         """Grow the catalogue with items known only by their text; no retraining.
@@ -515,7 +440,7 @@ class HybridRecommender:
         if not items:
             return 0
         grown = self.dataset.with_items(items)  # raises on a known or repeated id
-        vectors = vectors / norms[:, None]
+        vectors = unit_rows(vectors)
         if self.store is not None:
             self.store.upsert(items, vectors)  # validates before writing
         for name, scorer in self.components.items():
@@ -528,10 +453,9 @@ class HybridRecommender:
             self.native_items[name] = grown.n_items
         self.facts = self.facts.extended(np.array([item_year(it) for it in items]), vectors)
         self.dataset = grown
-        self.__dict__.pop("catalogue", None)
+        self._forget_views()
         return len(items)
 
-    # ---- persistence ---------------------------------------------------------------------------
     def _open_store(self, embeddings: np.ndarray | None) -> None:
         if embeddings is None or "semantic" not in self.config.components:
             return
@@ -543,71 +467,15 @@ class HybridRecommender:
         self.store = ItemStore(StoreConfig(path=path, show_progress=False))
         self.store.sync(self.dataset.items, embeddings)
 
+    # ---- persistence (retrieval.saved) ---------------------------------------------------------
     def save(self, path: Path) -> None:
-        if self.ranker is None:
-            raise NotFittedError("HybridRecommender.fit() first")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for name, scorer in self.components.items():
-            scorer.save(path / "components" / name)
-        self.ranker.save(path / "ranker")
-        f = self.facts
-        arrays = {"popularity": f.popularity, "days_since_last": f.days_since_last, "year": f.year}
-        if f.embeddings is not None:
-            arrays["embeddings"] = f.embeddings
-        np.savez(path / "facts.npz", **arrays)
-        save_snapshot(self.dataset, path / "data")
-        config = {
-            f.name: getattr(self.config, f.name)
-            for f in fields(self.config)
-            if f.name != "component_overrides"
-        }
-        body = {
-            "kind": self.kind,
-            "config": config,
-            "native_items": self.native_items,
-            "uses_profile": self.uses_profile,
-            "fit_report": self.fit_report,
-        }
-        (path / "hybrid.json").write_text(json.dumps(body, indent=2))
-        if self.store is not None and Path(self.store.config.path) != path / "chroma":
-            if (path / "chroma").exists():
-                shutil.rmtree(path / "chroma")
-            store = ItemStore(StoreConfig(path=path / "chroma", show_progress=False))
-            store.sync(self.dataset.items, f.embeddings)
+        from retrieval.saved import save_hybrid
+
+        save_hybrid(self, Path(path))
 
     @classmethod
     def load(cls, path: Path, dataset: Dataset | None = None) -> Self:
         """Reopen a saved hybrid (its catalogue and histories come from the saved snapshot)."""
-        path = Path(path)
-        if not (path / "hybrid.json").is_file():
-            raise FileNotFoundError(f"{path}: no saved hybrid model (hybrid.json missing)")
-        dataset = dataset or load_snapshot(path / "data")
-        body = json.loads((path / "hybrid.json").read_text())
-        known = {f.name for f in fields(HybridConfig)}
-        config = HybridConfig(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in body["config"].items()
-                if k in known
-            }
-        )
-        model = cls(config, store_path=path / "chroma")
-        model.dataset = dataset
-        model.fit_report = body.get("fit_report", {})
-        model.components = {n: load_scorer(path / "components" / n) for n in config.components}
-        model.native_items = {
-            n: int(body.get("native_items", {}).get(n, dataset.n_items)) for n in model.components
-        }
-        model.uses_profile = bool(body.get("uses_profile", False))
-        model.ranker = load_ranker(path / "ranker")
-        with np.load(path / "facts.npz", allow_pickle=False) as z:
-            model.facts = ItemFacts(
-                z["popularity"],
-                z["days_since_last"],
-                z["year"],
-                z["embeddings"] if "embeddings" in z.files else None,
-            )
-        if (path / "chroma").exists():
-            model.store = ItemStore(StoreConfig(path=path / "chroma", show_progress=False))
-        return model
+        from retrieval.saved import load_hybrid
+
+        return load_hybrid(cls, Path(path), dataset)

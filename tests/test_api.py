@@ -21,9 +21,10 @@ from agent.api import (
     UnknownItemError,
 )
 from agent.llm import LLMTimeout, LLMUnavailable
+from agent.stages.rerank import RerankConfig
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Item
-from retrieval.store import Filter
+from retrieval.filters import Filter
 from tests.conftest import cheap_hybrid, checkerboard
 from tests.fakes import ScriptedLLM
 
@@ -59,7 +60,7 @@ def tiny_dataset() -> Dataset:
 
 CHEAP = RecommenderConfig(
     hybrid=cheap_hybrid(),
-    rerank_candidates=10,
+    rerank=RerankConfig(window=10),
     llm_reasons=2,
 )
 
@@ -185,7 +186,7 @@ def test_an_item_the_user_liked_is_not_explained_by_itself(model):
 def test_save_load_round_trip_keeps_config_and_answers(saved, model, tmp_path):
     folder, cache = saved
     body = json.loads((folder / "recommender.json").read_text())
-    assert body["config"]["rerank_candidates"] == 10 and len(body["salt"]) == 32
+    assert body["config"]["rerank"]["window"] == 10 and len(body["salt"]) == 32
     with Recommender.load(
         folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "other.sqlite3"
     ) as again:
@@ -292,10 +293,10 @@ def test_one_request_spends_at_most_its_llm_budget(saved, tmp_path):
 
 
 def test_a_nested_budget_never_extends_the_outer_one():
-    from agent.api import _Budgeted
+    from agent.llm.guard import GuardedLLM
 
     seen = []
-    llm = _Budgeted(ScriptedLLM([lambda messages: seen.append(1) or "ok"], repeat_last=True))
+    llm = GuardedLLM(ScriptedLLM([lambda messages: seen.append(1) or "ok"], repeat_last=True))
     with llm.budget(0.2):
         with llm.budget(5.0):
             llm.complete([], timeout=None)

@@ -13,13 +13,12 @@ import typer
 from langchain_core.messages import AIMessage
 
 from agent.api import FeedbackReceipt, Recommendation, Recommendations
-from agent.chat import ChatAgent, ChatReply, chat_mode, fuse, listed_items, make_chat_model
-from agent.intent import item_genres
+from agent.chat.agent import ChatAgent, ChatReply, chat_mode, fuse, listed_items, make_chat_model
+from agent.chat.tools import ToolSession, make_tools
 from agent.llm import Message
-from agent.settings import LLMSettings
-from agent.tools import ToolSession, make_tools
+from agent.llm.settings import LLMSettings
 from hyrec.data import Dataset
-from retrieval.store import Filter
+from retrieval.filters import Filter
 from tests.test_intent import tiny_catalogue
 
 LINE = re.compile(r"^(\d+)\. (.+) — (.+)$")
@@ -49,7 +48,7 @@ class FakeRecommender:
         f = filters or Filter()
         out = []
         for pos, item in enumerate(self.catalogue.items):
-            genres, year = set(item_genres(item)), item.attributes.get("year")
+            genres, year = set(item.genres), item.attributes.get("year")
             if f.genres_any and not genres & set(f.genres_any):
                 continue
             if genres & set(f.genres_none):
@@ -106,7 +105,7 @@ class FakeRecommender:
         self.calls.append(("similar_items", {"item_id": item_id, "k": k, "filters": filters}))
         self._maybe_fail("similar_items")
         anchor = self.catalogue.items[self.catalogue.item_index[item_id]]
-        query = " ".join(item_genres(anchor))
+        query = " ".join(anchor.genres)
         return self._rank(query, self._allowed(filters, (item_id,)), k)
 
     def explain(self, user: str, item_id: str) -> str:
@@ -178,7 +177,7 @@ def test_cold_start_user_gets_the_query_path(rec):
     assert call["user"] == "newcomer"
     assert call["filters"] == Filter(genres_any=("Sci-Fi",))
     assert "new here" in reply.text.splitlines()[0]
-    assert all("Sci-Fi" in item_genres(rec.catalogue.items[rec.catalogue.item_index[r.item_id]])
+    assert all("Sci-Fi" in rec.catalogue.items[rec.catalogue.item_index[r.item_id]].genres
                for r in reply.items)  # fmt: skip
 
 
@@ -433,7 +432,7 @@ def fitted(tmp_path_factory) -> Path:
 
 
 def genres_of(model, item_id: str) -> list[str]:
-    return item_genres(model.catalogue.items[model.catalogue.item_index[item_id]])
+    return list(model.catalogue.items[model.catalogue.item_index[item_id]].genres)
 
 
 @pytest.mark.integration
@@ -461,7 +460,7 @@ def test_chat_on_a_real_fitted_model(fitted: Path, tmp_path: Path):
 def test_cli_chat_one_shot(fitted: Path, monkeypatch):
     from typer.testing import CliRunner
 
-    from hyrec.cli_chat import chat
+    from agent.cli.chat import chat
 
     app = typer.Typer()
     app.command()(chat)

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from hyrec.cli import app
+from agent.cli.main import app
 from tests.test_api import build_model
 
 runner = CliRunner()

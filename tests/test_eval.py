@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from eval.cli import app
 from eval.harness import EvalConfig, run_eval
 from eval.peer_check import recbole_pop_scores
-from hyrec.cli import app
 from hyrec.data import leave_one_out, load_dataset
 from hyrec.metrics import evaluate
 from tests.conftest import checkerboard
@@ -173,6 +173,8 @@ def test_ml100k_protocol_matches_recbole(ml100k_dir):
 
 
 def test_demo_fits_once_then_shows_reasons_and_a_chat_answer(tmp_path):
+    from agent.cli.main import app
+
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
     args = ["demo", "--data-dir", str(folder), "--model-dir", str(tmp_path / "model")]
     args += ["--user", "u0", "-k", "3", "--no-llm", "--json"]
@@ -188,3 +190,23 @@ def test_demo_fits_once_then_shows_reasons_and_a_chat_answer(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["items"] == shown["items"]
     assert (tmp_path / "model" / "hybrid.json").stat().st_mtime_ns == saved
+
+
+def test_hyrec_eval_runs_the_harness_as_its_own_process(tmp_path):
+    """The CLI imports nothing of eval: `hyrec eval` forwards its arguments to `python -m eval`."""
+    import subprocess
+    import sys
+
+    folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
+    cmd = [
+        sys.executable,
+        "-m",
+        "agent.cli.main",
+        "eval",
+        "--data-dir",
+        str(folder),
+        "--seeds",
+        "0",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--seeds must be at least 1, got 0" in done.stdout

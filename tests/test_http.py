@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from agent.api import Recommender
 from agent.feedback import event_ids
-from agent.http import check_auth_settings, create_app, is_loopback
+from agent.serve.app import check_auth_settings, create_app, is_loopback
 from encoders.text import TextEncoder, TextEncoderConfig
 from tests.test_api import block, build_model, fake_encoder
 
@@ -348,7 +348,7 @@ def free_port() -> int:
 
 
 def start_server(model_dir: Path, port: int, *extra: str, env: dict | None = None):
-    cmd = [sys.executable, "-m", "hyrec.cli_serve", "--model-dir", str(model_dir)]
+    cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(model_dir)]
     cmd += ["--port", str(port), "--api-key", KEY, *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.intent import Intent, find_title, parse_request, title_aliases
+from agent.chat.intent import Intent, find_title, parse_request, title_aliases
 from hyrec.data import Dataset, Item
-from retrieval.store import Filter
+from retrieval.filters import Filter
 
 MOVIES = [
     ("1", "Alien (1979)", ["Action", "Horror", "Sci-Fi", "Thriller"]),

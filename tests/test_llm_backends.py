@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from agent import embedded
-from agent.backends import OpenAICompatibleLLM, api_root, connect
-from agent.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
+from agent.cli.llm import choose_engine, vllm_command
 from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
-from agent.settings import LLMSettings
-from agent.transformers_llm import _with_schema_hint
-from hyrec.cli_llm import choose_engine, vllm_command
+from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
+from agent.llm.openai_backend import OpenAICompatibleLLM, api_root, connect
+from agent.llm.settings import LLMSettings
+from agent.llm.transformers_backend import _with_schema_hint
 
 HI = [Message("user", "hi")]
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -65,7 +65,7 @@ def client(handler: Recorder, **settings: object) -> OpenAICompatibleLLM:
 @pytest.fixture
 def no_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "default" / "config.toml"
-    monkeypatch.setattr("agent.settings.default_config_path", lambda: path)
+    monkeypatch.setattr("agent.llm.settings.default_config_path", lambda: path)
     return path
 
 
@@ -451,9 +451,9 @@ def test_schema_hint_goes_into_the_system_message() -> None:
 
 
 def test_cli_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hyrec.cli_llm.vllm_available", lambda: False)
+    monkeypatch.setattr("agent.cli.llm.vllm_available", lambda: False)
     assert choose_engine("auto") == "llama.cpp"
-    monkeypatch.setattr("hyrec.cli_llm.vllm_available", lambda: True)
+    monkeypatch.setattr("agent.cli.llm.vllm_available", lambda: True)
     assert choose_engine("auto") == "vllm" and choose_engine("llama.cpp") == "llama.cpp"
     argv = vllm_command("org/model", "127.0.0.1", 8001, "model")
     assert argv[argv.index("--port") + 1] == "8001"

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.backends import LLMHandle, OpenAICompatibleLLM
-from agent.embedded import EmbeddedServer, EmbeddedServerConfig, free_port, llama_cpp_installed
 from agent.llm import LLMTimeout, LLMUnavailable, Message
-from agent.settings import LLMSettings
+from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port, llama_cpp_installed
+from agent.llm.openai_backend import LLMHandle, OpenAICompatibleLLM
+from agent.llm.settings import LLMSettings
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ def test_start_stop_leaves_no_process_and_down_server_is_unavailable() -> None:
 @needs_llama
 def test_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = (
-        "from agent.embedded import EmbeddedServer, EmbeddedServerConfig\n"
+        "from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig\n"
         "s = EmbeddedServer(EmbeddedServerConfig(n_threads=1)); s.start()\n"
         "print(s.pid, flush=True)\n"
         "import time; time.sleep(600)\n"
@@ -168,7 +168,7 @@ def test_cli_serve_runs_in_the_foreground_and_stops_on_ctrl_c() -> None:
         [
             sys.executable,
             "-c",
-            "from hyrec.cli_llm import app; app()",
+            "from agent.cli.llm import app; app()",
             "serve",
             "--port",
             str(port),
@@ -201,7 +201,7 @@ def test_cli_serve_runs_in_the_foreground_and_stops_on_ctrl_c() -> None:
 def test_cli_check_against_the_server(llm_server: LLMHandle, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from hyrec.cli_llm import app
+    from agent.cli.llm import app
 
     config = tmp_path / "config.toml"
     config.write_text(f'[llm]\nbase_url = "{llm_server.base_url}"\n')
@@ -220,7 +220,7 @@ def transformers_llm():
     pytest.importorskip("accelerate")
     import torch
 
-    from agent.transformers_llm import TransformersConfig, TransformersLLM
+    from agent.llm.transformers_backend import TransformersConfig, TransformersLLM
 
     threads = torch.get_num_threads()
     llm = TransformersLLM(TransformersConfig(device="cpu", num_threads=1))  # converts once, cached

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.privacy import prompt_text, pseudonymize, scrub
+from agent.stages.privacy import prompt_text, pseudonymize, scrub
 
 
 def test_pseudonyms_are_stable_salted_and_do_not_contain_the_id() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agent.llm import LLMBadOutput, LLMUnavailable
-from agent.profiles import (
+from agent.stages.profiles import (
     FALLBACK_VERSION,
     HistoryProfiles,
     InterestProfile,
@@ -98,8 +98,10 @@ def test_retries_are_bounded_then_the_fallback_says_why(events, caplog) -> None:
 
 
 def test_server_down_falls_back_and_stops_calling_for_a_while(events, caplog) -> None:
+    from agent.llm.guard import GuardedLLM
+
     llm = ScriptedLLM([LLMUnavailable("connection refused")])
-    service = ProfileService(llm, config=QUIET)
+    service = ProfileService(GuardedLLM(llm), config=QUIET)  # the breaker requests go through
     with caplog.at_level(logging.WARNING):
         first = service.profile("u1", events)
         second = service.profile("u2", events[:3])
@@ -291,7 +293,7 @@ def run_cli(*args: str):
     import typer
     from typer.testing import CliRunner
 
-    from hyrec.cli_profile import profile
+    from agent.cli.profile import profile
 
     app = typer.Typer()
     app.command()(profile)
@@ -308,12 +310,12 @@ def test_cli_prints_json_profiles_without_an_llm(model_dir: Path) -> None:
 
 
 def test_cli_falls_back_and_says_so_when_no_llm_is_reachable(model_dir: Path, monkeypatch) -> None:
-    import agent.backends
+    import agent.llm.openai_backend
 
     def down(*args, **kwargs):
         raise LLMUnavailable("nothing listens on 127.0.0.1:1")
 
-    monkeypatch.setattr(agent.backends, "connect", down)
+    monkeypatch.setattr(agent.llm.openai_backend, "connect", down)
     result = run_cli("--model-dir", str(model_dir), "--users", "u1", "--json")
     assert result.exit_code == 0, result.output
     assert "deterministic profiles" in result.stderr
@@ -321,7 +323,7 @@ def test_cli_falls_back_and_says_so_when_no_llm_is_reachable(model_dir: Path, mo
 
 
 def test_cli_uses_the_connected_llm(model_dir: Path, monkeypatch) -> None:
-    import agent.backends
+    import agent.llm.openai_backend
 
     class Handle:
         llm = ScriptedLLM([GOOD], repeat_last=True)
@@ -330,7 +332,7 @@ def test_cli_uses_the_connected_llm(model_dir: Path, monkeypatch) -> None:
         def close(self) -> None:
             Handle.closed = True
 
-    monkeypatch.setattr(agent.backends, "connect", lambda *a, **k: Handle())
+    monkeypatch.setattr(agent.llm.openai_backend, "connect", lambda *a, **k: Handle())
     result = run_cli("--model-dir", str(model_dir), "--users", "u2,u4")
     assert result.exit_code == 0, result.output
     assert "comedy" in result.stdout and Handle.closed and len(Handle.llm.calls) == 2

@@ -12,26 +12,40 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.llm import Completion, LLMTimeout, LLMUnavailable, Message
-from agent.profiles import ProfileEvent
-from agent.rerank import (
+from agent.stages.profiles import ProfileEvent
+from agent.stages.reasons import explain, explanation
+from agent.stages.rerank import (
     InvalidAnswer,
     LLMReranker,
     RerankConfig,
-    RerankStage,
-    explain,
-    explanation,
     label_probabilities,
     listwise_order,
-    mmr,
 )
-from hyrec.data import History, Item
-from retrieval.items import ItemList
+from hyrec.data import Item
+from retrieval.items import Catalogue, ItemList
+from retrieval.mmr import mmr
 from tests.fakes import ScriptedLLM, label_logprobs
 
 
 def cands(n: int = 6) -> ItemList:
     items = np.arange(100, 100 + n)
     return ItemList(items, np.linspace(1.0, 0.5, n).astype(np.float32), {}, {"als": items % 2 == 0})
+
+
+def listed(c: ItemList, titles=None, embeddings=None) -> ItemList:
+    """``c`` with a catalogue: row r of ``c`` has title ``titles[r]`` and vector
+    ``embeddings[r]`` (None: no vectors)."""
+    size = int(c.items.max()) + 1 if len(c) else 0
+    titles = titles if titles is not None else [f"t{r}" for r in range(len(c))]
+    items = [Item(str(i), f"unused {i}") for i in range(size)]
+    for r, i in enumerate(c.items):
+        items[int(i)] = Item(str(i), titles[r])
+    emb = None
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings, np.float32)
+        emb = np.zeros((size, embeddings.shape[1]), np.float32)
+        emb[c.items] = embeddings
+    return ItemList(c.items, c.scores, c.columns, c.sources, Catalogue(items, emb))
 
 
 def clustered(n: int = 6) -> np.ndarray:
@@ -47,10 +61,10 @@ TITLES = [f"Movie {i}" for i in range(6)]
 
 def test_mmr_interleaves_clusters_and_lambda_one_keeps_the_head_order() -> None:
     c, e = cands(), clustered()
-    assert mmr(c, e, 4, lambda_=1.0).items.tolist() == [100, 101, 102, 103]
-    diverse = mmr(c, e, 4, lambda_=0.5).items.tolist()
+    assert mmr(listed(c, None, e), 4, lambda_=1.0).items.tolist() == [100, 101, 102, 103]
+    diverse = mmr(listed(c, None, e), 4, lambda_=0.5).items.tolist()
     assert diverse[:2] == [100, 103]  # the best of the second cluster comes second
-    out = mmr(c, e, 4, lambda_=0.5)
+    out = mmr(listed(c, None, e), 4, lambda_=0.5)
     assert out.scores.tolist() == [4.0, 3.0, 2.0, 1.0]
     assert np.allclose(out.columns["head_score"], c.scores[out.items - 100])
     assert out.sources["als"].tolist() == [i % 2 == 0 for i in out.items]
@@ -66,7 +80,7 @@ def test_mmr_interleaves_clusters_and_lambda_one_keeps_the_head_order() -> None:
 def test_mmr_returns_distinct_candidates_only(n: int, k: int, lam: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
     c = ItemList(rng.choice(1000, n, replace=False), rng.normal(size=n).astype(np.float32))
-    out = mmr(c, rng.normal(size=(n, 4)), k, lam)
+    out = mmr(listed(c, None, rng.normal(size=(n, 4))), k, lam)
     assert len(out) == min(n, k) and len(set(out.items.tolist())) == len(out)
     assert set(out.items.tolist()) <= set(c.items.tolist())
 
@@ -87,7 +101,7 @@ def test_llm_rerank_never_returns_an_unknown_or_duplicate_item(n, k, answer, pro
     listwise = json.dumps({"ranking": answer}) if isinstance(answer, list) else answer
     first = label_logprobs(probs) if probs else Completion(text="x")
     reranker = LLMReranker(ScriptedLLM([first, listwise]))
-    result = reranker.rerank([], c, [f"t{i}" for i in range(n)], rng.normal(size=(n, 3)), k)
+    result = reranker.rerank([], listed(c, [f"t{i}" for i in range(n)], rng.normal(size=(n, 3))), k)
     got = result.items.items.tolist()
     assert len(got) == min(n, k) and len(set(got)) == len(got)
     assert set(got) <= set(c.items.tolist())
@@ -120,7 +134,7 @@ def test_listwise_order_drops_duplicates_and_rejects_unknown_labels() -> None:
 def test_logprob_verbalizer_moves_the_llm_pick_up_and_keeps_a_full_list() -> None:
     llm = ScriptedLLM([label_logprobs({"F": 0.9, "A": 0.1})])
     reranker = LLMReranker(llm, RerankConfig(llm_weight=1.0, lambda_=1.0))
-    result = reranker.rerank(["Up"], cands(), TITLES, clustered(), k=4)
+    result = reranker.rerank(["Up"], listed(cands(), TITLES, clustered()), k=4)
     assert result.method == "llm" and result.error is None
     assert result.items.items.tolist()[:2] == [105, 100]
     assert len(result.items) == 4 and reranker.stats["valid"] == 1
@@ -132,7 +146,7 @@ def test_logprob_verbalizer_moves_the_llm_pick_up_and_keeps_a_full_list() -> Non
 def test_blend_keeps_head_influence_and_mmr_diversity() -> None:
     llm = ScriptedLLM([label_logprobs({"B": 0.5, "C": 0.5})])
     result = LLMReranker(llm, RerankConfig(llm_weight=0.5, lambda_=0.6)).rerank(
-        [], cands(), TITLES, clustered(), k=3
+        [], listed(cands(), TITLES, clustered()), k=3
     )
     assert result.method == "llm"
     clusters = [int(i - 100 >= 3) for i in result.items.items]
@@ -143,7 +157,7 @@ def test_blend_keeps_head_influence_and_mmr_diversity() -> None:
 def test_listwise_json_is_used_when_the_backend_gives_no_logprobs() -> None:
     llm = ScriptedLLM(["A", '{"ranking": ["D", "B", "D"]}'])
     reranker = LLMReranker(llm, RerankConfig(llm_weight=1.0, lambda_=1.0))
-    result = reranker.rerank(["Up"], cands(), TITLES, clustered(), k=6)
+    result = reranker.rerank(["Up"], listed(cands(), TITLES, clustered()), k=6)
     assert result.method == "llm"
     assert result.items.items.tolist() == [103, 101, 100, 102, 104, 105]  # gaps: head order
     assert reranker.stats["repaired"] == 1 and reranker.stats["modes"]["listwise"] == 1
@@ -151,7 +165,7 @@ def test_listwise_json_is_used_when_the_backend_gives_no_logprobs() -> None:
     again = ScriptedLLM(["A", '{"ranking": ["B"]}', '{"ranking": ["C"]}'])
     reranker = LLMReranker(again, RerankConfig(llm_weight=1.0, lambda_=1.0))
     for _ in range(2):
-        reranker.rerank(["Up"], cands(), TITLES, clustered(), k=6)
+        reranker.rerank(["Up"], listed(cands(), TITLES, clustered()), k=6)
     # the first list learns the backend has no logprobs; the second goes straight to listwise
     assert len(again.calls) == 3 and again.calls[2]["json_schema"] is not None
 
@@ -169,25 +183,27 @@ def test_faults_fall_back_to_mmr_with_the_reason_logged(reply, reason, caplog) -
     script = [reply] if not isinstance(reply, str) else [Completion(text="x"), reply]
     reranker = LLMReranker(ScriptedLLM(script))
     with caplog.at_level(logging.WARNING):
-        result = reranker.rerank(["Up"], cands(), TITLES, clustered(), k=4)
+        result = reranker.rerank(["Up"], listed(cands(), TITLES, clustered()), k=4)
     assert result.method == "mmr" and reason in result.error and reason in caplog.text
-    assert result.items.items.tolist() == mmr(cands(), clustered(), 4).items.tolist()
+    assert result.items.items.tolist() == mmr(listed(cands(), None, clustered()), 4).items.tolist()
     assert reranker.stats["fallbacks"] == 1
 
 
 def test_slow_llm_times_out_into_mmr() -> None:
     llm = ScriptedLLM([label_logprobs({"A": 1.0})], delay=5.0)
     result = LLMReranker(llm, RerankConfig(timeout=0.05)).rerank(
-        [], cands(), TITLES, clustered(), 3
+        [], listed(cands(), TITLES, clustered()), 3
     )
     assert result.method == "mmr" and "timeout" in result.error and result.seconds < 2.0
 
 
 def test_server_down_opens_the_circuit() -> None:
+    from agent.llm.guard import GuardedLLM
+
     llm = ScriptedLLM([LLMUnavailable("down")])
-    reranker = LLMReranker(llm)
+    reranker = LLMReranker(GuardedLLM(llm))  # the breaker every request's LLM goes through
     for _ in range(3):
-        assert reranker.rerank([], cands(), TITLES, clustered(), 3).method == "mmr"
+        assert reranker.rerank([], listed(cands(), TITLES, clustered()), 3).method == "mmr"
     assert len(llm.calls) == 1
 
 
@@ -195,7 +211,7 @@ def test_invalid_answers_count_in_the_validity_error_rate() -> None:
     llm = ScriptedLLM([label_logprobs({"A": 1.0}), label_logprobs({"Hello": 1.0})])
     reranker = LLMReranker(llm, RerankConfig(mode="logprobs"))
     for _ in range(2):
-        reranker.rerank([], cands(), TITLES, clustered(), 3)
+        reranker.rerank([], listed(cands(), TITLES, clustered()), 3)
     assert reranker.validity_error_rate == 0.5
 
 
@@ -209,7 +225,7 @@ def test_injection_in_item_text_cannot_add_candidates_or_change_the_format() -> 
         )
 
     llm = ScriptedLLM([Completion(text="A"), obedient])
-    result = LLMReranker(llm).rerank(["Up"], cands(), titles, clustered(), k=4)
+    result = LLMReranker(llm).rerank(["Up"], listed(cands(), titles, clustered()), k=4)
     assert result.method == "mmr" and "not candidate labels" in result.error
     assert set(result.items.items.tolist()) <= set(cands().items.tolist())
     prompt = llm.calls[1]["messages"][1].content
@@ -221,28 +237,16 @@ def test_injection_in_item_text_cannot_add_candidates_or_change_the_format() -> 
 
 
 def test_no_llm_is_plain_mmr_and_no_embeddings_is_the_head_order() -> None:
-    assert LLMReranker(None).rerank([], cands(), TITLES, clustered(), 3).method == "mmr"
-    head = LLMReranker(None).rerank([], cands(), TITLES, None, 3)
+    assert LLMReranker(None).rerank([], listed(cands(), TITLES, clustered()), 3).method == "mmr"
+    head = LLMReranker(None).rerank([], listed(cands(), TITLES, None), 3)
     assert head.method == "head" and head.items.items.tolist() == [100, 101, 102]
 
 
 def test_k_beyond_the_window_continues_in_head_order() -> None:
     llm = ScriptedLLM([label_logprobs({"B": 1.0})])
     cfg = RerankConfig(window=3, llm_weight=1.0, lambda_=1.0)
-    result = LLMReranker(llm, cfg).rerank([], cands(), TITLES, clustered(), k=5)
+    result = LLMReranker(llm, cfg).rerank([], listed(cands(), TITLES, clustered()), k=5)
     assert result.items.items.tolist() == [101, 100, 102, 103, 104]
-
-
-def test_rerank_stage_puts_the_reranked_top_first_and_keeps_the_rest(board) -> None:
-    emb = np.eye(board.n_items, dtype=np.float32)
-    stage = RerankStage(LLMReranker(None), board, emb, k=3)
-    fused = [cands(6).rescored(np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.8], np.float32))]
-    fused = [ItemList(np.arange(6), fused[0].scores)]
-    history = History(np.array([0]), (np.array([10, 11]),), board.n_items)
-    out = stage(history, fused)[0]
-    assert len(out) == 6 and sorted(out.items.tolist()) == list(range(6))
-    assert out.items.tolist()[:3] == [1, 5, 2] and np.all(np.diff(out.scores) < 0)
-    assert out.top(3).items.tolist() == [1, 5, 2] and len(stage.results) == 1
 
 
 # ---- explanations -----------------------------------------------------------------------------
@@ -295,12 +299,12 @@ def test_empty_history_gets_a_generic_reason() -> None:
 
 # ---- against real backends -----------------------------------------------------------------------
 def test_a_real_client_to_a_dead_server_falls_back(caplog) -> None:
-    from agent.backends import OpenAICompatibleLLM
-    from agent.settings import LLMSettings
+    from agent.llm.openai_backend import OpenAICompatibleLLM
+    from agent.llm.settings import LLMSettings
 
     llm = OpenAICompatibleLLM(LLMSettings(base_url="http://127.0.0.1:9/v1", timeout=2.0))
     with caplog.at_level(logging.WARNING):
-        result = LLMReranker(llm).rerank(["Up"], cands(), TITLES, clustered(), 4)
+        result = LLMReranker(llm).rerank(["Up"], listed(cands(), TITLES, clustered()), 4)
         reason = explanation(llm, HISTORY, ALIENS)
     assert result.method == "mmr" and "unavailable" in result.error
     assert reason.source == "fallback" and "unavailable" in caplog.text.lower()
@@ -323,7 +327,9 @@ def test_real_server_rerank_and_explanation_have_the_right_structure(llm_server)
     c = cands(10)
     reranker = LLMReranker(llm_server.llm, RerankConfig(timeout=60.0))
     result = reranker.rerank(
-        ["Aladdin (1992)", "The Lion King (1994)"], c, titles, np.eye(10, dtype=np.float32), k=5
+        ["Aladdin (1992)", "The Lion King (1994)"],
+        listed(c, titles, np.eye(10, dtype=np.float32)),
+        k=5,
     )
     got = result.items.items.tolist()
     assert len(got) == 5 and len(set(got)) == 5 and set(got) <= set(c.items.tolist())

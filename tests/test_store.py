@@ -20,7 +20,8 @@ import pytest
 
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Item
-from retrieval.store import Filter, ItemStore, StoreConfig, SyncReport, item_metadata
+from retrieval.filters import Filter
+from retrieval.store import ItemStore, StoreConfig, SyncReport, item_metadata
 
 DIM = 8
 A_IDS = [f"a{k}" for k in range(6)]
@@ -62,8 +63,8 @@ def store(tmp_path) -> ItemStore:
     return s
 
 
-def ids_of(hits: list[tuple[str, float]]) -> list[str]:
-    return [i for i, _ in hits]
+def ids_of(hits) -> list[str]:
+    return list(hits.ids)
 
 
 # --- query ---------------------------------------------------------------------------------------
@@ -75,10 +76,10 @@ def test_query_returns_the_right_cluster_with_cosine_similarities(store):
     hits = store.query(query, 6)
     assert set(ids_of(hits[0])) == set(A_IDS) and set(ids_of(hits[1])) == set(B_IDS)
     reference = dict(zip([it.item_id for it in items], vectors @ axis(0)[0], strict=True))
-    for item_id, sim in hits[0]:
+    for item_id, sim in hits[0].pairs():
         assert -1.0 <= sim <= 1.0
         assert sim == pytest.approx(float(reference[item_id]), abs=1e-5)
-    sims = [s for _, s in hits[0]]
+    sims = [s for _, s in hits[0].pairs()]
     assert sims == sorted(sims, reverse=True)
 
 
@@ -175,9 +176,9 @@ def test_sync_rewrites_records_whose_derived_metadata_changed(tmp_path, monkeypa
 def test_upsert_and_delete(store):
     store.upsert([Item("c0", "Cartoon")], axis(5))
     assert store.count() == 13
-    assert store.query(axis(5), 1)[0][0][0] == "c0"
+    assert store.query(axis(5), 1)[0].ids[0] == "c0"
     store.upsert([Item("c0", "Cartoon, renamed")], axis(6))
-    assert store.count() == 13 and store.query(axis(6), 1)[0][0][0] == "c0"
+    assert store.count() == 13 and store.query(axis(6), 1)[0].ids[0] == "c0"
     assert store.delete(["c0", "a0", "not-there"]) == 2
     assert store.count() == 11 and not {"c0", "a0"} & set(store.ids())
 
@@ -249,10 +250,11 @@ REOPEN = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from retrieval.store import Filter, ItemStore, StoreConfig
+from retrieval.filters import Filter
+from retrieval.store import ItemStore, StoreConfig
 store = ItemStore(StoreConfig(path=Path(sys.argv[1]), show_progress=False))
 hits = store.query(np.eye(8, dtype=np.float32)[:2], 4, where=Filter(genres_none=("Sci-Fi",)))
-print(json.dumps({"count": store.count(), "hits": hits}))
+print(json.dumps({"count": store.count(), "hits": [h.pairs() for h in hits]}))
 """
 
 
@@ -272,7 +274,7 @@ def test_reopen_gives_the_same_results(store, tmp_path):
     )
     reopened = json.loads(done.stdout.strip().splitlines()[-1])
     assert reopened["count"] == 12
-    assert [[tuple(h) for h in row] for row in reopened["hits"]] == expected
+    assert [[tuple(h) for h in row] for row in reopened["hits"]] == [h.pairs() for h in expected]
 
 
 # --- configuration and metadata ------------------------------------------------------------------

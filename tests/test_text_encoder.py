@@ -12,13 +12,8 @@ import pytest
 
 import encoders.text as text_mod
 from encoders.base import FitData, NotFittedError, Scorer
-from encoders.text import (
-    SemanticConfig,
-    SemanticScorer,
-    TextEncoder,
-    TextEncoderConfig,
-    render,
-)
+from encoders.semantic import SemanticConfig, SemanticScorer
+from encoders.text import TextEncoder, TextEncoderConfig, render
 from hyrec.data import Dataset, History, Item
 
 DIM = 16

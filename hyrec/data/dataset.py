@@ -45,14 +45,21 @@ def attribute_year(attributes: Mapping[str, Any]) -> int | None:
     return None
 
 
+#: Attribute keys that name an item's genres or categories, in the order they are read.
+GENRE_KEYS = ("genres", "categories", "category")
+
+
 def attribute_genres(attributes: Mapping[str, Any]) -> tuple[str, ...]:
-    """``attributes["genres"]`` as distinct non-empty strings (a single string is one genre)."""
-    value = attributes.get("genres")
+    """The item's genres: the first of ``genres``, ``categories``, ``category`` that is present,
+    as distinct non-empty strings (a single string is one genre; other values are none).
+
+    Every layer that filters, prompts, parses or explains by genre reads it here, so they agree."""
+    value = next((attributes[k] for k in GENRE_KEYS if attributes.get(k) not in (None, "", [])), ())
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple):
         return ()
-    return tuple(dict.fromkeys(str(v) for v in value if str(v)))
+    return tuple(dict.fromkeys(v.strip() for v in value if isinstance(v, str) and v.strip()))
 
 
 @dataclass(frozen=True)

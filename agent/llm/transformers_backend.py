@@ -29,9 +29,9 @@ from typing import Any
 import jinja2
 import platformdirs
 
-from agent.backends import normalise_json
-from agent.embedded import packaged_gguf
 from agent.llm import Completion, LLMError, LLMTimeout, LLMUnavailable, Message, check_arguments
+from agent.llm.embedded import packaged_gguf
+from agent.llm.jsonparse import normalise_json
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one-method LLM protocol every LLM stage talks to, and its error types.
 
-Backends (``agent.backends``) implement :class:`LLM`: the OpenAI-compatible HTTP client (vLLM, the
-embedded llama.cpp server, any hosted endpoint) and an in-process transformers model. The stages
+Backends implement :class:`LLM`: the OpenAI-compatible client (``agent.llm.openai_backend``; vLLM,
+the embedded llama.cpp server, any hosted endpoint) and an in-process transformers model. The stages
 (profiles, re-ranking, explanations, chat) never import a backend; they take an ``LLM`` and treat
 every :class:`LLMError` as "fall back to the non-LLM path".
 """

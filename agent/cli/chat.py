@@ -1,7 +1,8 @@
 """``hyrec chat``: talk to a saved model, one message (``--message``) or an interactive session.
 
-Registered by :mod:`hyrec.cli`; also runnable alone: ``python -m hyrec.cli_chat --model-dir DIR``.
-The chat path follows ``HYREC_CHAT_TOOLS`` (rules / llm / auto, see :mod:`agent.chat`).
+Registered by :mod:`agent.cli.main`; also runnable alone:
+``python -m agent.cli.chat --model-dir DIR``.
+The chat path follows ``HYREC_CHAT_TOOLS`` (rules / llm / auto, see :mod:`agent.chat.agent`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def chat(
 ) -> None:
     """Chat with the recommender: "something like Alien but funnier", "no horror, 90s, for kids",
     "more like the second one"."""
-    from agent.chat import ChatAgent
+    from agent.chat.agent import ChatAgent
     from agent.llm import Message
 
     logging.basicConfig(  # fallbacks are printed with each reply; warnings would repeat them
@@ -98,8 +99,8 @@ def _open(model_dir: Path, use_llm: bool) -> tuple[Any, Any]:
 
     handle = None
     if use_llm:
-        from agent.backends import connect
-        from agent.settings import LLMSettings
+        from agent.llm.openai_backend import connect
+        from agent.llm.settings import LLMSettings
 
         try:
             handle = connect(LLMSettings.from_env())

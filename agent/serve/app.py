@@ -3,7 +3,7 @@
 Endpoints (bearer-token auth on everything under ``/v1``)::
 
     POST   /v1/recommendations     {"user_id": "1", "k": 10, "context": "..."} → {"items": [...]}
-    POST   /v1/chat/completions    OpenAI-compatible chat (delegates to agent.chat.ChatAgent)
+    POST   /v1/chat/completions    OpenAI-compatible chat (delegates to agent.chat.agent.ChatAgent)
     POST   /v1/feedback            {"user_id", "item_id", "event", "value"?} → committed receipt
     PUT    /v1/items               catalogue upsert
     DELETE /v1/users/{user_id}     forget a user
@@ -38,9 +38,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import Recommender, UnknownItemError
-from .llm import LLMError, Message
-from .schemas import (
+from agent.api import Recommender, UnknownItemError
+from agent.llm import LLMError, Message
+from agent.serve.schemas import (
     ChatCompletionRequest,
     ErrorResponse,
     FeedbackRequest,
@@ -136,7 +136,7 @@ def create_app(
         api_key: Bearer token every ``/v1`` request must carry; ``None`` disables auth (call
             :func:`check_auth_settings` first: only loopback servers may do that).
         closing: More things to close at shutdown (e.g. the LLM handle).
-        chat_agent: Builds the chat agent (default: ``agent.chat.ChatAgent``).
+        chat_agent: Builds the chat agent (default: ``agent.chat.agent.ChatAgent``).
         threads: Requests computed at once (the thread pool running the endpoints; anyio's
             default is 40). The work is CPU-bound under the GIL: with 200 clients on 2 cores, 4
             and 40 threads gave the same throughput within noise (45 and 49 requests/s).
@@ -177,7 +177,7 @@ def create_app(
         with agent_lock:
             if not agents:
                 if chat_agent is None:
-                    from .chat import ChatAgent
+                    from agent.chat.agent import ChatAgent
 
                     agents.append(ChatAgent(recommender))
                 else:
@@ -312,7 +312,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def app_from_env() -> FastAPI:
-    """An app factory for ``uvicorn --factory agent.http:app_from_env``.
+    """An app factory for ``uvicorn --factory agent.serve.app:app_from_env``.
 
     Reads ``HYREC_MODEL_DIR`` (required), ``HYREC_API_KEY``, ``HYREC_NO_AUTH=1`` with
     ``HYREC_HOST`` (loopback only) and ``HYREC_LLM=0`` (serve without an LLM).
@@ -340,12 +340,12 @@ def open_model(
         The recommender, the LLM handle to close at shutdown (None without an LLM), and the chat
         agent factory (tool calling only for a capable model, per ``HYREC_CHAT_TOOLS``).
     """
-    from .chat import ChatAgent, chat_mode, make_chat_model
+    from agent.chat.agent import ChatAgent, chat_mode, make_chat_model
 
     handle, chat_model = None, None
     if use_llm:
-        from .backends import connect
-        from .settings import LLMSettings
+        from agent.llm.openai_backend import connect
+        from agent.llm.settings import LLMSettings
 
         settings = LLMSettings.from_env()
         try:

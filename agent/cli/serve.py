@@ -1,6 +1,6 @@
-"""``hyrec serve``: the HTTP server over a saved model (registered by :mod:`hyrec.cli`).
+"""``hyrec serve``: the HTTP server over a saved model (registered by :mod:`agent.cli.main`).
 
-Also runnable alone: ``python -m hyrec.cli_serve --model-dir DIR --api-key KEY``.
+Also runnable alone: ``python -m agent.cli.serve --model-dir DIR --api-key KEY``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def serve(
     """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
     import uvicorn
 
-    from agent.http import check_auth_settings, create_app, open_model
+    from agent.serve.app import check_auth_settings, create_app, open_model
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

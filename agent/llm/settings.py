@@ -12,7 +12,7 @@ explicit one is. Example::
     timeout = 20
 
 With no ``base_url`` hyrec starts the embedded llama.cpp server with the packaged SmolLM2 model
-(see :mod:`agent.embedded`).
+(see :mod:`agent.llm.embedded`).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyrec.data import Dataset, Item
-from retrieval.store import Filter
+from retrieval.filters import Filter
 
 FUZZY_RATIO = 0.86  # difflib similarity for a misspelt title after a cue ("the godfater")
 MAX_K = 50  # largest count a request may ask for
@@ -307,7 +307,7 @@ def _build(ds: Dataset) -> _Catalogue:
         for a in title_aliases(item.title):
             alias.setdefault(a, []).append(pos)
         years[pos] = _item_year(item)
-        for g in item_genres(item):
+        for g in item.genres:
             genres.setdefault(g, None)
     for positions in alias.values():
         positions.sort(key=lambda p: (-counts[p], p))
@@ -352,11 +352,6 @@ def _item_year(item: Item) -> int:
         return item.year
     m = _YEAR_SUFFIX.search(item.title)
     return int(m.group(1)) if m else -1
-
-
-def item_genres(item: Item) -> list[str]:
-    """The item's genres (``attributes["genres"]`` as a list; empty when absent)."""
-    return list(item.genres)
 
 
 def find_title(catalogue: Dataset, text: str) -> str | None:
@@ -848,7 +843,7 @@ def _query_text(
     anchor_items = [catalogue.items[catalogue.item_index[a]] for a in anchors]
     if anchor_items:
         parts.append("; ".join(_YEAR_SUFFIX.sub("", it.title) for it in anchor_items))
-    genre_votes = Counter(g for it in anchor_items for g in item_genres(it))
+    genre_votes = Counter(g for it in anchor_items for g in it.genres)
     genres = list(dict.fromkeys([*wanted, *(g for g, _ in genre_votes.most_common())]))
     genres = [g for g in genres if g not in excluded]
     if genres:

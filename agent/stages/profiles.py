@@ -8,8 +8,8 @@ profile from the items' attributes, so profiling never fails. Profiles are cache
 user, history fingerprint, prompt id, model): a profile is recomputed only when the history (or the
 prompt or the model) changed. The profile text is embedded with the text encoder
 (:meth:`ProfileService.embed`); :class:`HistoryProfiles` maps a :class:`~hyrec.data.History` batch
-to those vectors, which is what ``HybridRecommender.profile_fn`` expects (the ``profile_cosine``
-feature).
+to those vectors, which is what ``HybridRecommender.fit(profiles=...)`` takes (the
+``profile_cosine`` feature). The cache is :mod:`agent.stages.profile_cache`.
 
 Related work: LLM-written user profiles as recommender input follow KAR (Xi et al., "Towards
 Open-World Recommendation with Knowledge Augmentation from LLMs", 2023) and LLMRec (Wei et al.,
@@ -18,12 +18,9 @@ WSDM 2024).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import secrets
 import threading
 import time
 from collections import Counter
@@ -39,9 +36,11 @@ from tqdm.auto import tqdm
 
 import prompts
 from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
-from agent.privacy import prompt_text, pseudonymize, scrub
+from agent.llm.jsonparse import parse_json_object
+from agent.stages.privacy import prompt_text, scrub
+from agent.stages.profile_cache import ProfileCache
 from encoders.text import TextEncoder
-from hyrec.data import Dataset, attribute_year
+from hyrec.data import Dataset, attribute_genres, attribute_year
 from hyrec.data.splits import History
 
 log = logging.getLogger(__name__)
@@ -189,14 +188,12 @@ class ProfileConfig:
     domain: str = "movies"  # what the items are, for the prompt
     prompt: str = "profile"  # template in prompts/
     salt: str | None = None  # pseudonym salt; None: a random secret kept in cache_dir/.salt
-    down_seconds: float = 30.0  # after "LLM unavailable", skip the LLM this long (circuit breaker)
     show_progress: bool = True
 
 
 # ---- deterministic profile ----------------------------------------------------------------------
 def _genres(attributes: Mapping[str, Any]) -> list[str]:
-    g = attributes.get("genres") or attributes.get("categories") or attributes.get("category") or []
-    return [g] if isinstance(g, str) else [str(x) for x in g]
+    return list(attribute_genres(attributes))
 
 
 def _weight(event: ProfileEvent) -> float:
@@ -297,26 +294,6 @@ def history_fingerprint(events: Sequence[ProfileEvent]) -> str:
     return h.hexdigest()[:16]
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The first JSON object in ``text`` (code fences and chatter around it are ignored).
-
-    Raises:
-        ValueError: no JSON object in the text.
-    """
-    decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(value, dict):
-            return value
-        start = text.find("{", start + 1)
-    raise ValueError("no JSON object in the answer")
-
-
 # ---- the service --------------------------------------------------------------------------------
 class ProfileService:
     """Profiles users with an LLM (or deterministically), caches them and embeds them.
@@ -346,11 +323,8 @@ class ProfileService:
         self.config = config or ProfileConfig()
         self.template = prompts.load(self.config.prompt)
         self.model = getattr(llm, "name", "llm") if llm is not None else "none"
-        self._salt = self.config.salt or self._load_salt()
-        # pseudonym -> (full cache key, profile): one entry per user, like the disk cache
-        self._memory: dict[str, tuple[tuple[str, ...], InterestProfile]] = {}
-        self._lock = threading.Lock()
-        self._down_until = 0.0
+        self.cache = ProfileCache(self.cache_dir, salt=self.config.salt)
+        self._lock = threading.Lock()  # guards stats
         self.stats: dict[str, Any] = {
             "calls": 0,
             "cache_hits": 0,
@@ -363,66 +337,16 @@ class ProfileService:
             "seconds": 0.0,
         }
 
-    # -- caching --------------------------------------------------------------------------------
-    def _load_salt(self) -> str:
-        if self.cache_dir is None:
-            return secrets.token_hex(16)
-        path = self.cache_dir / ".salt"
-        if not path.is_file():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-            tmp.write_text(secrets.token_hex(16))
-            try:
-                os.link(tmp, path)  # atomic, and never replaces a salt another process wrote
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return path.read_text().strip()
-
     def user_pseudonym(self, user_key: str) -> str:
-        return pseudonymize(user_key, self._salt)
+        return self.cache.pseudonym(user_key)
 
     def _key(self, pseudonym: str, fingerprint: str) -> tuple[str, ...]:
         prompt_id = self.template.id if self.llm is not None else FALLBACK_VERSION
         return (pseudonym, fingerprint, prompt_id, self.model)
 
-    def _read_disk(self, key: tuple[str, ...]) -> InterestProfile | None:
-        if self.cache_dir is None:
-            return None
-        path = self.cache_dir / f"{key[0]}.json"
-        try:
-            body = json.loads(path.read_text())
-            if tuple(body["key"]) != key:
-                return None  # the history, prompt or model changed: refresh
-            return InterestProfile.model_validate(body["profile"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, ValidationError) as e:
-            log.warning("ignoring unreadable profile cache %s: %s", path, e)
-            return None
-
-    def _write_disk(self, key: tuple[str, ...], profile: InterestProfile) -> None:
-        if self.cache_dir is None:
-            return
-        path = self.cache_dir / f"{key[0]}.json"
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"key": list(key), "profile": profile.model_dump()}))
-            tmp.replace(path)
-        except OSError as e:  # a cache that cannot be written costs a recomputation, not a request
-            log.warning("could not write the profile cache %s: %s", path, e)
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-
     def forget(self, user_key: str) -> None:
         """Drop every cached profile of ``user_key`` (memory and disk)."""
-        pseudonym = self.user_pseudonym(user_key)
-        with self._lock:
-            self._memory.pop(pseudonym, None)
-        if self.cache_dir is not None:
-            (self.cache_dir / f"{pseudonym}.json").unlink(missing_ok=True)
+        self.cache.forget(self.user_pseudonym(user_key))
 
     # -- profiling ------------------------------------------------------------------------------
     def profile(self, user_key: str, events: Sequence[ProfileEvent]) -> InterestProfile:
@@ -431,13 +355,7 @@ class ProfileService:
         key = self._key(self.user_pseudonym(user_key), history_fingerprint(events))
         with self._lock:
             self.stats["calls"] += 1
-            held = self._memory.get(key[0])
-        cached = held[1] if held is not None and held[0] == key else None
-        if cached is None:
-            cached = self._read_disk(key)
-            if cached is not None:
-                with self._lock:
-                    self._memory[key[0]] = (key, cached)
+        cached = self.cache.get(key)
         if cached is not None:
             with self._lock:
                 self.stats["cache_hits"] += 1
@@ -449,9 +367,7 @@ class ProfileService:
             if profile.source == "fallback":
                 self.stats["fallbacks"] += 1
         if profile.fallback_reason is None:  # a failure is not cached: the next request retries
-            with self._lock:
-                self._memory[key[0]] = (key, profile)
-            self._write_disk(key, profile)
+            self.cache.put(key, profile)
         return profile
 
     def profile_many(
@@ -486,8 +402,6 @@ class ProfileService:
             return fallback_profile(events)
         if not events:
             return fallback_profile(events)  # nothing to summarise: no call
-        if time.monotonic() < self._down_until:
-            return self._fallback(events, "LLM unavailable (skipping calls for a while)")
         parsed, error = self._ask(events)
         if parsed is None:
             return self._fallback(events, error)
@@ -545,7 +459,6 @@ class ProfileService:
                     timeout=self.config.timeout,
                 )
             except LLMUnavailable as e:
-                self._down_until = time.monotonic() + self.config.down_seconds
                 return None, f"LLM unavailable: {e}"
             except LLMTimeout as e:
                 return None, f"LLM timeout: {e}"
@@ -594,9 +507,10 @@ def _short(error: Exception) -> str:
     return str(error)[:120]
 
 
-# ---- History → profile vectors (HybridRecommender.profile_fn) -----------------------------------
+# ---- History → profile vectors (HybridRecommender.fit(profiles=...)) ----------------------------
 class HistoryProfiles:
-    """Maps a :class:`History` batch to (B, d) profile vectors: ``HybridRecommender.profile_fn``.
+    """Maps a :class:`History` batch to (B, d) profile vectors, the ``profiles`` argument of
+    :meth:`HybridRecommender.fit`.
 
     Ratings and times of each (user, item) come from ``dataset.interactions`` (the latest event of
     the pair); a cold-start row (user −1) gets events without rating, keyed by its item sequence.

@@ -1,9 +1,9 @@
 """``hyrec profile``: print the interest profiles of some users of a saved model.
 
-Registered by :mod:`hyrec.cli` (``app.command("profile")(profile)``). The model folder is one
+Registered by :mod:`agent.cli.main` (``app.command("profile")(profile)``). The model folder is one
 written by ``hyrec fit``; its saved dataset snapshot gives each user's history. The LLM is whatever
-:func:`agent.backends.connect` finds (a configured server, else the embedded llama.cpp server);
-when none can be reached the profiles are the deterministic ones, and the command says so.
+:func:`agent.llm.connect.connect` finds (a configured server, else the embedded llama.cpp
+server); when none can be reached the profiles are the deterministic ones, and the command says so.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def profile(
 ) -> None:
     """Interest profiles (likes, dislikes, recent shift, constraints, summary) of some users."""
     from agent.llm import LLMUnavailable
-    from agent.profiles import HistoryProfiles, ProfileConfig, ProfileService
+    from agent.stages.profiles import HistoryProfiles, ProfileConfig, ProfileService
     from hyrec.data import History
     from hyrec.data.snapshot import load_snapshot
 
@@ -54,7 +54,7 @@ def profile(
 
     handle, llm = None, None
     if not no_llm:
-        from agent.backends import connect
+        from agent.llm.openai_backend import connect
 
         try:
             with err.status("connecting to the LLM…"):

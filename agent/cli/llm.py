@@ -102,8 +102,8 @@ def serve(
 
 
 def _serve_llama_cpp(model: str, host: str, port: int, n_ctx: int, threads: int | None) -> None:
-    from agent.embedded import EmbeddedServer, EmbeddedServerConfig
     from agent.llm import LLMUnavailable
+    from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig
 
     gguf = _gguf_for(model)
     alias = PACKAGED if gguf is None else gguf.stem
@@ -133,7 +133,7 @@ def _serve_vllm(model: str, host: str, port: int) -> None:
     name = model
     if model.lower() == PACKAGED or model.lower().endswith(".gguf"):
         from agent.llm import LLMUnavailable
-        from agent.transformers_llm import resolve_model
+        from agent.llm.transformers_backend import resolve_model
 
         name = PACKAGED if model.lower() == PACKAGED else Path(model).stem
         try:
@@ -165,9 +165,9 @@ def check(
     ] = None,
 ) -> None:
     """Connect to the configured LLM (or start the embedded one) and time one short completion."""
-    from agent.backends import connect
     from agent.llm import LLMError, Message
-    from agent.settings import LLMSettings
+    from agent.llm.openai_backend import connect
+    from agent.llm.settings import LLMSettings
 
     try:
         settings = LLMSettings.from_env(config)

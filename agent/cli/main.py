@@ -36,92 +36,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _parse_models(models: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in models.split(",") if m.strip())
-
-
-@app.command("eval")
-def eval_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. ml-100k.")] = "ml-100k",
-    models: Annotated[
-        str, typer.Option(help="Comma-separated model names.")
-    ] = "pop,itemknn,als,bpr",
-    out: Annotated[
-        Path, typer.Option(help="Folder for <dataset>/metrics.json and report.md.")
-    ] = Path("runs/eval"),
-    data_dir: Annotated[
-        Path | None, typer.Option(help="The dataset's own folder (e.g. the one holding u.data).")
-    ] = None,
-    split: Annotated[str, typer.Option(help="loo (leave-one-out by time) or temporal.")] = "loo",
-    min_rating: Annotated[
-        float | None, typer.Option(help="Keep only ratings >= this as interactions (default: all).")
-    ] = None,
-    users: Annotated[int | None, typer.Option(help="Evaluate a seeded sample of N users.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for user sampling.")] = 0,
-    seeds: Annotated[
-        int,
-        typer.Option(
-            help="Fit each seeded model (als, bpr, lightgcn, sasrec*, hybrid) from seeds "
-            "0..N-1 and report the mean and spread."
-        ),
-    ] = 1,
-    jobs: Annotated[int, typer.Option(help="Fits to run at once, in worker processes.")] = 1,
-    text_model: Annotated[
-        str,
-        typer.Option(
-            help="Item text encoder: 'minilm' (packaged), a sentence-transformers name or "
-            "path, or 'none' (ILD then uses item attributes)."
-        ),
-    ] = "minilm",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Fit and evaluate models with full-catalogue ranking; write metrics.json and report.md."""
-    from eval.harness import EvalConfig, run_eval
-
-    _setup_logging(verbose)
-    if users is not None and users <= 0:
-        _fail("--users must be a positive number of users")
-    if seeds < 1:
-        _fail(f"--seeds must be at least 1, got {seeds}")
-    if jobs < 1:
-        _fail(f"--jobs must be at least 1, got {jobs}")
-    config = EvalConfig(
-        dataset=dataset,
-        models=_parse_models(models),
-        data_dir=str(data_dir) if data_dir else None,
-        split=split,
-        min_rating=min_rating,
-        users=users,
-        seed=seed,
-        seeds=seeds,
-        jobs=jobs,
-        text_model=None if text_model.lower() == "none" else text_model,
-    )
-    try:
-        report = run_eval(config, out)
-    except (DataError, ValueError) as e:
-        _fail(str(e))
-    table = Table(title=f"{dataset} — {report['protocol']['split']}, full ranking")
-    cols = (
-        "ndcg@10",
-        *(("ndcg@10_sd",) if seeds > 1 else ()),
-        "hr@10",
-        "mrr@10",
-        "coverage@10",
-        "ild@10",
-        "novelty@10",
-        "fit_seconds",
-        "eval_seconds",
-    )
-    table.add_column("model")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, m in report["models"].items():
-        table.add_row(name, *(f"{m[c]:.4f}" if c in m else "–" for c in cols))
-    console.print(table)
-    console.print(f"wrote {out / dataset / 'metrics.json'} and report.md")
-
-
 def _recent_titles(ds, user: str, n: int) -> list[str]:
     from hyrec.data import History
 
@@ -159,7 +73,7 @@ def demo(
     """Fit the full hybrid on MovieLens-100K (once), then show a user's top-k with reasons and one
     chat exchange, on the embedded defaults (chromadb on disk, packaged MiniLM, packaged LLM)."""
     from agent.api import Recommender
-    from agent.chat import ChatAgent
+    from agent.chat.agent import ChatAgent
     from agent.llm import Message
 
     _setup_logging(False)
@@ -250,7 +164,7 @@ def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: 
 def _parse_filter(
     genres: str | None, no_genres: str | None, year_min: int | None, year_max: int | None
 ):
-    from retrieval.store import Filter
+    from retrieval.filters import Filter
 
     if not any(v is not None for v in (genres, no_genres, year_min, year_max)):
         return None
@@ -264,8 +178,8 @@ def _connect_llm(use_llm: bool) -> tuple[object | None, str | None]:
     """(LLMHandle or None, why not): the configured LLM, else the embedded server on loopback."""
     if not use_llm:
         return None, "LLM stages off (--no-llm)"
-    from agent.backends import connect
     from agent.llm import LLMUnavailable
+    from agent.llm.openai_backend import connect
 
     try:
         with console.status("starting the LLM…"):
@@ -344,43 +258,36 @@ def recommend(
         console.print(f"[yellow]fallback:[/] {line}")
 
 
-bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+_FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-@bench_app.command("latency")
-def bench_latency(
-    catalog_size: Annotated[int, typer.Option(help="Synthetic catalogue size.")] = 10_000,
-    requests: Annotated[int, typer.Option(help="Single-user requests to time.")] = 1_000,
-    dataset: Annotated[
-        str | None, typer.Option(help="Use a real dataset instead (e.g. ml-100k).")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="The dataset's own folder.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
-) -> None:
-    """recommend() latency for single users, no LLM stage: p50/p99 in ms."""
-    from eval.bench_latency import run
+@app.command("eval", context_settings=_FORWARD, add_help_option=False)
+def eval_command(ctx: typer.Context) -> None:
+    """Fit and evaluate models with full-catalogue ranking (runs ``python -m eval``)."""
+    raise typer.Exit(_forward(["-m", "eval", *ctx.args]))
 
-    _setup_logging(False)
-    if catalog_size < 100 or requests <= 0:
-        _fail("--catalog-size must be at least 100 and --requests positive")
-    result = run(catalog_size, requests, dataset, str(data_dir) if data_dir else None)
-    text = json.dumps(result, indent=2)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    if as_json:
-        print(text)
-    else:
-        console.print(
-            f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms over {requests} requests"
-        )
+
+@app.command("bench", context_settings=_FORWARD, add_help_option=False)
+def bench_command(ctx: typer.Context) -> None:
+    """Benchmarks, e.g. ``hyrec bench latency`` (runs ``python -m eval bench``; --help there)."""
+    raise typer.Exit(_forward(["-m", "eval", "bench", *ctx.args]))
+
+
+def _forward(argv: list[str]) -> int:
+    """The offline harness is the floor above every package (nothing imports ``eval``), so the
+    CLI runs it as its own process instead of importing it."""
+    import subprocess
+    import sys
+
+    return subprocess.call([sys.executable, *argv])
 
 
 def _register_agent_commands() -> None:
     """The agent doors live in their own modules; they import their heavy parts lazily."""
-    from hyrec import cli_chat, cli_llm, cli_profile, cli_serve
+    from agent.cli import chat as cli_chat
+    from agent.cli import llm as cli_llm
+    from agent.cli import profile as cli_profile
+    from agent.cli import serve as cli_serve
 
     app.add_typer(cli_llm.app, name="llm")
     app.command("profile")(cli_profile.profile)

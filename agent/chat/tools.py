@@ -5,9 +5,9 @@
 ``similar_items``, ``explain`` and ``record_feedback``. Each tool answers with compact JSON the
 model can read back (numbered items with ids, titles and reasons); errors are returned as
 ``{"error": ...}`` text rather than raised, so one bad call does not end the turn. Every list a tool
-returns is also kept in :class:`ToolSession`, from which :class:`agent.chat.ChatAgent` formats the
-final answer: the model chooses what to look up, the catalogue supplies the titles (a model cannot
-invent an item).
+returns is also kept in :class:`ToolSession`, from which :class:`agent.chat.agent.ChatAgent`
+formats the final answer: the model chooses what to look up, the catalogue supplies the titles
+(a model cannot invent an item).
 
 The tools are bound to one conversation: the user id comes from the caller, never from the model.
 """
@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from retrieval.store import Filter
-
-from .intent import find_title
+from agent.chat.intent import find_title
+from retrieval.filters import Filter
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
-    from .api import Recommendation, Recommender
+    from agent.api import Recommendation, Recommender
 
 log = logging.getLogger(__name__)
 

@@ -3,13 +3,14 @@
 Two ways to answer one user turn, same output:
 
 * **rules** (always available; the only one with the packaged 135M model, which cannot call tools
-  reliably): :func:`agent.intent.parse_request` turns the message into an :class:`Intent`, which
-  becomes one :meth:`Recommender.recommend` call (query text + filters; anchors and items shown
-  earlier in the conversation excluded) or, for a bare "like X", :meth:`Recommender.similar_items`.
+  reliably): :func:`agent.chat.intent.parse_request` turns the message into an
+  :class:`Intent`, which becomes one :meth:`Recommender.recommend` call (query text + filters;
+  anchors and items shown earlier in the conversation excluded) or, for a bare "like X",
+  :meth:`Recommender.similar_items`.
   A request whose constraints match nothing is retried with the genre filter relaxed, and says so.
 * **LLM tools** (a capable model, e.g. one served by vLLM): a LangChain chat model bound to the
-  tools of :mod:`agent.tools` decides what to look up. Any error, or a model that calls no tool,
-  falls back to the rules path and is named in :attr:`ChatReply.fallbacks`.
+  tools of :mod:`agent.chat.tools` decides what to look up. Any error, or a model that calls no
+  tool, falls back to the rules path and is named in :attr:`ChatReply.fallbacks`.
 
 The agent is stateless over ``messages`` (OpenAI style). Answers are a numbered list,
 ``"1. Title (year) — reason"``, one item per line; that list is re-read from the last assistant
@@ -29,16 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from agent.chat.intent import Intent, find_title, parse_request
+from agent.chat.tools import ToolSession, make_tools
+from agent.llm import Message
 from hyrec.data import Dataset
-from retrieval.store import Filter
-
-from .intent import Intent, find_title, item_genres, parse_request
-from .llm import Message
-from .tools import ToolSession, make_tools
+from retrieval.filters import Filter
 
 if TYPE_CHECKING:
-    from .api import Recommendation, Recommender
-    from .settings import LLMSettings
+    from agent.api import Recommendation, Recommender
+    from agent.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,10 @@ def make_chat_model(
     """The LangChain chat model for the tool path, or None for the rules path.
 
     Args:
-        settings: Where the LLM is (H3's :class:`agent.settings.LLMSettings`).
+        settings: Where the LLM is (H3's :class:`agent.llm.settings.LLMSettings`).
         mode: ``rules`` → None; ``auto`` → None for the packaged model; ``llm`` → always a model.
         base_url: The API root to use when ``settings.base_url`` is unset (e.g. the embedded
-            server's, from :func:`agent.backends.connect`).
+            server's, from :func:`agent.llm.openai_backend.connect`).
         http_client: An ``httpx.Client`` for the OpenAI client (custom transport, proxies, tests).
 
     Raises:
@@ -196,7 +196,7 @@ class ChatAgent:
                 :func:`make_chat_model`).
         """
         if settings is None:
-            from .settings import LLMSettings
+            from agent.llm.settings import LLMSettings
 
             settings = LLMSettings.from_env()
         model = make_chat_model(settings, mode or chat_mode(), base_url=base_url)
@@ -339,7 +339,7 @@ class ChatAgent:
             raise RuntimeError("every recommender call failed")
         ds = self.catalogue
         wanted = set(intent.genres) | {
-            g for a in intent.anchors for g in item_genres(ds.items[ds.item_index[a]])
+            g for a in intent.anchors for g in ds.items[ds.item_index[a]].genres
         }
         wanted -= set(intent.filters.genres_none)
         return fuse(lists, ds, wanted if intent.anchors else set())[:k]
@@ -354,7 +354,7 @@ class ChatAgent:
         tools = {t.name: t for t in make_tools(self.recommender, user_id, session)}
         model = self.chat_model.bind_tools(list(tools.values()))
         role = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-        genres = sorted({g for it in self.catalogue.items for g in item_genres(it)})
+        genres = sorted({g for it in self.catalogue.items for g in it.genres})
         system = _SYSTEM + (" Genre names: " + ", ".join(genres) + "." if genres else "")
         history: list[Any] = [SystemMessage(system)]
         history += [role[m.role](m.content) for m in messages]
@@ -435,9 +435,9 @@ class ChatAgent:
     def _reason(self, rec: Recommendation, intent: Intent) -> str:
         ds = self.catalogue
         index = ds.item_index.get(rec.item_id)
-        genres = item_genres(ds.items[index]) if index is not None else []
+        genres = ds.items[index].genres if index is not None else []
         bits: list[str] = []
-        anchor_genres = {g for a in intent.anchors for g in item_genres(ds.items[ds.item_index[a]])}
+        anchor_genres = {g for a in intent.anchors for g in ds.items[ds.item_index[a]].genres}
         asked = [g for g in genres if g in intent.genres or g in intent.filters.genres_any]
         shared = [g for g in genres if g in anchor_genres and g not in asked]
         if asked:
@@ -521,7 +521,7 @@ def fuse(
         index = catalogue.item_index.get(item_id)
         if index is None or not anchor_genres:
             return 0
-        return len(anchor_genres & set(item_genres(catalogue.items[index])))
+        return len(anchor_genres & set(catalogue.items[index].genres))
 
     order = sorted(score, key=lambda i: (-shared(i), -score[i], i))
     return [first[i] for i in order]

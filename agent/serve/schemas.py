@@ -11,11 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.api import FeedbackReceipt, Recommendation, Recommendations
+from agent.feedback import EVENTS
 from hyrec.data import Item
-from retrieval.store import Filter
-
-from .api import FeedbackReceipt, Recommendation, Recommendations
-from .feedback import EVENTS
+from retrieval.filters import Filter
 
 Id = Field(min_length=1, max_length=256)
 EventKind = Literal["view", "click", "like", "purchase", "rating", "dislike", "skip"]

@@ -1,0 +1,113 @@
+"""What :class:`agent.api.Recommender` adds on top of the hybrid's own config, and the typed
+results every door returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from agent.stages.rerank import RerankConfig
+from encoders.text import PACKAGED_MODEL
+from retrieval.hybrid import HybridConfig
+
+if TYPE_CHECKING:
+    from agent.stages.profiles import InterestProfile
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Serving options around the hybrid."""
+
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    text_model: str = PACKAGED_MODEL  # item/query encoder (see encoders.text.TextEncoderConfig)
+    # the LLM re-ranker: how many of the head's top list it sees (window; a 135M model handles
+    # ~20 titles), how many history titles it is shown, its blend weight and MMR's lambda
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    llm_reasons: int = 3  # items whose reason the LLM writes; the rest get the deterministic reason
+    # LLM seconds one recommendation may spend over all its stages; calls past it fail fast as
+    # timeouts, so those stages fall back (one slow call can no longer stack up 30 s per stage)
+    # (30 s: the packaged 135M model needs 6-9 s per profile on 2 cores, ~5 s per re-rank)
+    llm_budget: float = 30.0
+    profile_share: float = 0.5  # of that budget the profile may use, so re-ranking keeps a turn
+    profile_events: int = 50  # latest events an interest profile is built from
+    positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
+    synchronous: str = "FULL"  # feedback store durability (see agent.feedback)
+
+    def __post_init__(self) -> None:
+        """Fail on values that would silently turn every LLM stage (or list) off."""
+        checks = {
+            "llm_budget": self.llm_budget > 0,
+            "profile_share": 0 < self.profile_share <= 1,
+            "llm_reasons": self.llm_reasons >= 0,
+            "profile_events": self.profile_events >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(
+                f"RecommenderConfig: {values} out of range (llm_budget > 0, "
+                "0 < profile_share <= 1, profile_events >= 1, "
+                "llm_reasons >= 0)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the hybrid's config (saved with the hybrid)."""
+        return {k: v for k, v in asdict(self).items() if k != "hybrid"}
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any], hybrid: HybridConfig) -> RecommenderConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are ignored, and the ``rerank_candidates``
+        of older model folders becomes the re-ranker's window."""
+        body = dict(body)
+        rerank = dict(body.pop("rerank", {}) or {})
+        if "rerank_candidates" in body:
+            rerank.setdefault("window", body.pop("rerank_candidates"))
+        known = {f.name for f in fields(cls)} - {"hybrid", "rerank"}
+        return cls(
+            hybrid=hybrid,
+            rerank=RerankConfig(**rerank),
+            **{k: v for k, v in body.items() if k in known},
+        )
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item.
+
+    Attributes:
+        item_id: Catalogue id.
+        title: Catalogue title.
+        score: Final score (head score, or the position score the LLM re-ranker gave).
+        sources: Candidate sources that proposed the item ("als", "semantic", "query", …).
+        contributions: Each component's score for the item (the head's inputs, by name).
+        reason: A short explanation grounded in the user's history, when asked for.
+    """
+
+    item_id: str
+    title: str
+    score: float
+    sources: tuple[str, ...]
+    contributions: Mapping[str, float]
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    user_id: str | None
+    items: tuple[Recommendation, ...]
+    fallbacks: tuple[str, ...] = ()  # e.g. "rerank: LLM timeout, used mmr"
+    profile: InterestProfile | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackReceipt:
+    """An acknowledged (committed) feedback event."""
+
+    event_id: int
+    user_id: str
+    item_id: str
+    event: str
+    value: float | None
+    timestamp: float
+    positive: bool  # whether it counts as interest (joins the user's sequence)
