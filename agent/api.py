@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from agent import pipeline
 from agent.config import FeedbackReceipt, Recommendation, Recommendations, RecommenderConfig
+from agent.erasure import replace_snapshot, without_user
 from agent.feedback import FeedbackStore, check_event, is_positive
 from agent.llm import LLM
 from agent.llm.guard import GuardedLLM
+from agent.locks import RWLock
 from agent.state import Sequences, UnknownItemError, item_index, user_state
 from encoders.base import FitData
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Interactions, Item, leave_one_out
-from hyrec.data.snapshot import load_snapshot, save_snapshot
+from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
 
@@ -49,45 +48,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "recommender.json"
 FEEDBACK_FILE = "feedback.sqlite3"
-
-
-class _RWLock:
-    """Many readers (recommendations) or one writer (catalogue and user deletion); a waiting
-    writer holds back new readers, so a steady stream of requests cannot starve it."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 class Recommender:
@@ -116,7 +76,7 @@ class Recommender:
         self.llm = GuardedLLM(llm) if llm is not None else None
         self.model_dir = model_dir
         self._salt = salt
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._seqs = Sequences(self.catalogue.interactions, self.catalogue.n_users)
         profiles = reranker = None
         if llm is not None or hybrid.uses_profile:
@@ -403,8 +363,8 @@ class Recommender:
     def _drop_snapshot_user(self, row: int) -> int:
         if self.model_dir is not None:  # the saved snapshot, not the live catalogue: items upserted
             folder = self.model_dir / "data"  # since the save are replayed from the store on load
-            _replace_snapshot(_without_user(load_snapshot(folder), row), folder)
-        new = _without_user(self.catalogue, row)
+            replace_snapshot(without_user(load_snapshot(folder), row), folder)
+        new = without_user(self.catalogue, row)
         removed = len(self.catalogue.interactions) - len(new.interactions)
         self.hybrid.dataset = new
         self._seqs = Sequences(new.interactions, new.n_users)
@@ -480,22 +440,3 @@ class Recommender:
 def _content(item: Item) -> str:
     body = [item.title, item.description, dict(item.attributes)]
     return json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _without_user(ds: Dataset, row: int) -> Dataset:
-    """``ds`` without the interactions of user ``row``, whose id is blanked ("" is rejected
-    everywhere, so no request can name it) so that row numbers stay valid."""
-    user_ids = ds.user_ids.copy()
-    user_ids[row] = ""
-    keep = ds.interactions.user != row
-    return Dataset(ds.name, ds.items, user_ids, ds.interactions.take(keep), ds.skipped)
-
-
-def _replace_snapshot(ds: Dataset, folder: Path) -> None:
-    """Rewrite a snapshot folder: write it beside the old one, then move each file over (each
-    replacement is atomic)."""
-    tmp = folder.with_name(folder.name + ".new")
-    save_snapshot(ds, tmp)
-    for name in os.listdir(tmp):
-        os.replace(tmp / name, folder / name)
-    tmp.rmdir()

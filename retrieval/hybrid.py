@@ -45,13 +45,13 @@ import numpy as np
 from encoders.base import FitData, NotFittedError, unit_rows, with_seed
 from encoders.registry import SCORERS, TEXT_SCORERS, make_scorer
 from encoders.semantic import SemanticScorer
-from hyrec.data import Dataset, EvalTask, Interactions, Item, interaction_matrix
-from hyrec.data.splits import History
+from hyrec.data import Dataset, EvalTask, Item, interaction_matrix
+from hyrec.data.splits import History, inner_split
 from retrieval.candidates import candidates, top_unblocked
 from retrieval.features import ItemFacts, build_features, item_facts
 from retrieval.filters import CatalogueIndex, Filter, item_year
 from retrieval.items import Catalogue, ItemList
-from retrieval.ranker import RANKERS, Groups, Ranker, ndcg_at
+from retrieval.ranker import RANKERS, Groups, Ranker, choose_ranker
 from retrieval.store import ItemStore, StoreConfig
 
 log = logging.getLogger(__name__)
@@ -103,19 +103,6 @@ class HybridConfig:
                 make_scorer(name, params)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"HybridConfig.params[{name!r}]: {e}") from None
-
-
-def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
-    """Each user's last training event (by time, then file order) apart from the rest."""
-    order = train.chronological_order()
-    users = train.user[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = users[:-1] != users[1:]
-    counts = np.bincount(users)
-    last &= counts[users] >= 2  # a user needs something left to learn from
-    held = np.zeros(len(train), dtype=bool)
-    held[order[last]] = True
-    return train.take(~held), train.take(held)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -192,26 +179,12 @@ class HybridRecommender:
         valid = self._groups(data.valid, profiles) if data.valid is not None else None
         if valid is not None:
             self.fit_report["candidate_recall_valid"] = float(np.mean([g.any() for g in valid[1]]))
-        self.ranker = self._fit_ranker(x, y, valid)
+        self.ranker = choose_ranker(
+            self.config.ranker, self.config.seed, x, y, valid, self.fit_report
+        )
         self.fit_report["seconds"] = round(time.perf_counter() - t0, 1)
         log.info("hybrid fitted: %s", self.fit_report)
         return self
-
-    def _fit_ranker(self, x: Groups, y: Groups, valid: tuple[Groups, Groups] | None) -> Ranker:
-        kinds = list(RANKERS) if self.config.ranker == "auto" else [self.config.ranker]
-        if valid is None and len(kinds) > 1:
-            kinds = ["lightgbm"]
-        best, chosen = -1.0, None
-        for kind in kinds:
-            ranker = with_seed(RANKERS[kind](), self.config.seed).fit(x, y, valid)
-            score = 0.0  # no validation task: a single head, nothing to choose between
-            if valid is not None:
-                score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1])
-                self.fit_report.setdefault("ranker_valid_ndcg@10", {})[kind] = round(score, 4)
-            if score > best:
-                best, chosen = score, ranker
-        self.fit_report["ranker"] = chosen.kind
-        return chosen
 
     def _groups(self, task: EvalTask, profile_fn: ProfileFn | None) -> tuple[Groups, Groups]:
         """Candidate features and 0/1 target labels for every user of ``task``."""
@@ -360,6 +333,8 @@ class HybridRecommender:
 
     def score(self, history: History) -> np.ndarray:
         """(B, n_items): head scores on each user's candidates, −inf elsewhere (for the harness)."""
+        if self.ranker is None:
+            raise NotFittedError("HybridRecommender.fit() first")
         out = np.full((len(history), self.dataset.n_items), -np.inf, dtype=np.float32)
         for row, lst in enumerate(self.recommend_batch(history, k=self.dataset.n_items)):
             out[row, lst.items] = lst.scores

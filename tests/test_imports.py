@@ -110,7 +110,10 @@ def parse_imports(
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
             and (
-                (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
+                (
+                    isinstance(node.func, ast.Name)
+                    and node.func.id in ("import_module", "__import__")
+                )
                 or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
             )
         ):

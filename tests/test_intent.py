@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.chat.intent import Intent, find_title, parse_request, title_aliases
+from agent.chat.intent import Intent, parse_request
+from agent.chat.titles import find_title, title_aliases
 from hyrec.data import Dataset, Item
 from retrieval.filters import Filter
 

@@ -1,5 +1,7 @@
 """Unit tests for the LLM settings and the OpenAI-compatible HTTP backend (no model, no server
-process): settings precedence, the request body, response parsing, error mapping, concurrency."""
+process): settings precedence, the request body, response parsing, error mapping, concurrency, and
+the LLM contract (tests/llm_contract.py) on the scripted fake and on the HTTP backend over real
+local sockets."""
 
 from __future__ import annotations
 
@@ -7,39 +9,46 @@ import contextlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agent import embedded
 from agent.cli.llm import choose_engine, vllm_command
-from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
+from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message, embedded
+from agent.llm.connect import connect
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
-from agent.llm.openai_backend import OpenAICompatibleLLM, api_root, connect
+from agent.llm.openai_backend import OpenAICompatibleLLM, api_root
 from agent.llm.settings import LLMSettings
 from agent.llm.transformers_backend import _with_schema_hint
+from tests.fakes import ScriptedLLM
+from tests.llm_contract import (
+    GARBAGE,
+    LLMContract,
+    MakeLLM,
+    ScriptedHTTPServer,
+    http_answer,
+    http_backend,
+    structured_completion,
+)
+from tests.llm_contract import chat_reply as reply
 
 HI = [Message("user", "hi")]
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
 
-def reply(text: str = "hello", **extra: object) -> dict:
-    body = {
-        "model": "m1",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-    }
-    body["choices"][0].update(extra)
-    return body
-
-
 class Recorder:
-    """An httpx MockTransport handler that records request bodies and answers from a script."""
+    """An httpx MockTransport handler that records request bodies and answers from a script.
 
-    def __init__(self, *answers: httpx.Response | Exception | dict):
+    Args:
+        answers: Responses, exceptions to raise, or chat-completion bodies; the last one repeats.
+        delay: Seconds each answer takes.
+    """
+
+    def __init__(self, *answers: httpx.Response | Exception | dict, delay: float = 0.0):
         self.answers = list(answers)
+        self.delay = delay
         self.bodies: list[dict] = []
         self.headers: list[httpx.Headers] = []
 
@@ -47,6 +56,7 @@ class Recorder:
         self.bodies.append(json.loads(request.content) if request.content else {})
         self.headers.append(request.headers)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        time.sleep(self.delay)
         if isinstance(answer, Exception):
             raise answer
         if isinstance(answer, dict):
@@ -57,6 +67,49 @@ class Recorder:
 def client(handler: Recorder, **settings: object) -> OpenAICompatibleLLM:
     config = LLMSettings(base_url="http://llm.test/v1", model="m1", **settings)  # type: ignore[arg-type]
     return OpenAICompatibleLLM(config, transport=httpx.MockTransport(handler))
+
+
+# --- the LLM contract ---------------------------------------------------------------------------
+
+
+def scripted_backend(kind: str, *, logprobs: bool = True) -> ScriptedLLM:
+    """The scripted fake playing a contract kind (see tests/llm_contract.py)."""
+    working = structured_completion() if logprobs else structured_completion().text
+    return {
+        "working": lambda: ScriptedLLM([working], repeat_last=True),
+        "slow": lambda: ScriptedLLM(["late"], delay=1.5),
+        "down": lambda: ScriptedLLM([LLMUnavailable("nothing listens on 127.0.0.1:1")]),
+        "garbage": lambda: ScriptedLLM(["<html>oops</html>", "Sure! {mood: dark", ""]),
+    }[kind]()
+
+
+class TestScriptedLLMContract(LLMContract):
+    """The scripted fake keeps the contract, so stage tests written against it hold for backends."""
+
+    tokens_spell_text = True
+    garbage_calls = 3
+
+    @pytest.fixture
+    def make_llm(self) -> MakeLLM:
+        return lambda kind: scripted_backend(kind, logprobs=self.supports_logprobs)
+
+
+class TestScriptedLLMWithoutLogprobsContract(TestScriptedLLMContract):
+    """Plain-text replies: the fake has no logprobs and says so (all three fields ``None``)."""
+
+    supports_logprobs = False
+
+
+class TestOpenAICompatibleContract(LLMContract):
+    """OpenAICompatibleLLM over real sockets: scripted, slow and garbage servers, a dead port."""
+
+    tokens_spell_text = True
+    garbage_calls = len(GARBAGE)
+
+    @pytest.fixture
+    def make_llm(self) -> Iterator[MakeLLM]:
+        with contextlib.ExitStack() as stack:
+            yield lambda kind: http_backend(kind, stack)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -154,10 +207,12 @@ def test_api_root(url: str, root: str) -> None:
 
 
 def test_request_body_sends_max_tokens_and_parses_reply() -> None:
-    handler = Recorder(reply("hello there"))
+    handler = Recorder(reply("hello there"), delay=0.05)
     llm = client(handler, api_key="sk-test")
     assert isinstance(llm, LLM)
+    start = time.perf_counter()
     out = llm.complete([Message("system", "be brief"), *HI], max_tokens=12, temperature=0.5)
+    wall = time.perf_counter() - start
     body = handler.bodies[0]
     assert body["max_tokens"] == 12 and "max_completion_tokens" not in body
     assert body["model"] == "m1" and body["temperature"] == 0.5
@@ -168,8 +223,8 @@ def test_request_body_sends_max_tokens_and_parses_reply() -> None:
     assert "response_format" not in body and "logprobs" not in body
     assert handler.headers[0]["authorization"] == "Bearer sk-test"
     assert out.text == "hello there" and out.model == "m1"
-    assert out.usage["completion_tokens"] == 2 and out.tokens is None
-    assert out.seconds >= 0
+    assert out.usage == {"prompt_tokens": 5, "completion_tokens": 2} and out.tokens is None
+    assert 0.05 <= out.seconds <= wall  # the call's own wall time, the server's delay included
 
 
 def test_logprobs_are_requested_and_mapped() -> None:
@@ -339,56 +394,20 @@ def test_waiting_for_a_slot_counts_toward_the_timeout() -> None:
 # --- real sockets: a tiny local HTTP server ---------------------------------------------------
 
 
-class _SlowHandler(BaseHTTPRequestHandler):
-    delay = 0.0
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._send({"object": "list", "data": [{"id": "slow-model"}]})
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        time.sleep(self.delay)
-        self._send(reply("late"))
-
-    def _send(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
-            self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def slow_server() -> str:
-    handler = type("Slow", (_SlowHandler,), {"delay": 1.5})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def slow_server() -> Iterator[str]:
+    """A server answering "late" after 0.3 s; its root URL without ``/v1``."""
+    with ScriptedHTTPServer([http_answer(reply("late"))], delay=0.3, models=["slow-model"]) as srv:
+        yield srv.url.removesuffix("/v1")
 
 
-def test_real_server_timeout_and_success(slow_server: str) -> None:
+def test_real_server_answers_and_lists_models(slow_server: str) -> None:
     llm = OpenAICompatibleLLM(LLMSettings(base_url=slow_server, timeout=5))
     start = time.perf_counter()
-    with pytest.raises(LLMTimeout):
-        llm.complete(HI, timeout=0.3)
-    assert time.perf_counter() - start < 1.2
-    assert llm.complete(HI).text == "late"
+    out = llm.complete(HI)
+    assert out.text == "late" and 0.3 <= out.seconds <= time.perf_counter() - start
     assert llm.models() == ["slow-model"]
     llm.close()
-
-
-def test_real_closed_port_is_unavailable() -> None:
-    url = f"http://127.0.0.1:{free_port()}/v1"
-    with pytest.raises(LLMUnavailable, match="cannot reach"):
-        OpenAICompatibleLLM(LLMSettings(base_url=url)).complete(HI, timeout=2)
 
 
 # --- connect() without a model --------------------------------------------------------------------

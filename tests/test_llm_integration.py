@@ -4,46 +4,31 @@ They check structure, never the 135M model's wording."""
 
 from __future__ import annotations
 
-import json
-import math
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agent.llm import LLMTimeout, LLMUnavailable, Message
+from agent.llm import LLM, LLMUnavailable, Message
+from agent.llm.connect import LLMHandle
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port, llama_cpp_installed
-from agent.llm.openai_backend import LLMHandle, OpenAICompatibleLLM
+from agent.llm.openai_backend import OpenAICompatibleLLM
 from agent.llm.settings import LLMSettings
+from tests.llm_contract import ASK, GARBAGE, LLMContract, MakeLLM, http_backend
 
 pytestmark = pytest.mark.integration
 
 needs_llama = pytest.mark.skipif(
     not llama_cpp_installed(), reason="llama-cpp-python[server] is not installed"
 )
-PROFILE = [
-    Message("system", "You summarise a movie watcher's taste."),
-    Message(
-        "user",
-        "The user watched Toy Story, Aladdin, The Lion King, Star Wars and Alien, and rated "
-        "Alien highest. Describe their interests.",
-    ),
-]
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "likes": {"type": "array", "items": {"type": "string", "maxLength": 24}, "maxItems": 3},
-        "mood": {"type": "string", "enum": ["light", "dark", "mixed"]},
-        "score": {"type": "integer", "minimum": 1, "maximum": 5},
-    },
-    "required": ["likes", "mood", "score"],
-}
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
@@ -61,7 +46,7 @@ def _gone(pid: int, within: float = 10.0) -> bool:
 
 
 def test_plain_completion(llm_server: LLMHandle) -> None:
-    out = llm_server.llm.complete(PROFILE, max_tokens=32)
+    out = llm_server.llm.complete(ASK, max_tokens=32)
     assert isinstance(out.text, str) and out.text.strip()
     assert out.model == "smollm2" and out.seconds > 0
     assert 1 <= out.usage["completion_tokens"] <= 32 and out.usage["prompt_tokens"] > 10
@@ -72,25 +57,6 @@ def test_max_tokens_is_honoured(llm_server: LLMHandle) -> None:
     out = llm_server.llm.complete(ask, max_tokens=5, logprobs=1)
     assert out.usage["completion_tokens"] == 5
     assert out.tokens is not None and len(out.tokens) == 5
-
-
-def test_json_schema_output_parses(llm_server: LLMHandle) -> None:
-    out = llm_server.llm.complete(PROFILE, max_tokens=96, json_schema=SCHEMA)
-    value = json.loads(out.text)  # strict: raw control characters would fail here
-    assert set(value) == {"likes", "mood", "score"}
-    assert value["mood"] in ("light", "dark", "mixed") and isinstance(value["score"], int)
-    assert len(value["likes"]) <= 3 and all(isinstance(x, str) for x in value["likes"])
-    assert all(len(x) <= 24 for x in value["likes"])  # maxLength holds; minimum/maximum do not
-
-
-def test_logprobs_are_returned(llm_server: LLMHandle) -> None:
-    out = llm_server.llm.complete(PROFILE, max_tokens=12, logprobs=3)
-    assert out.tokens and out.logprobs and out.top_logprobs
-    assert len(out.tokens) == len(out.logprobs) == len(out.top_logprobs)
-    assert "".join(out.tokens) == out.text
-    for lp, top in zip(out.logprobs, out.top_logprobs, strict=True):
-        assert lp <= 0 and 1 <= len(top) <= 3
-        assert math.isclose(lp, max(top.values()), abs_tol=1e-3)  # greedy: the best token won
 
 
 def test_concurrent_calls_all_succeed(llm_server: LLMHandle) -> None:
@@ -109,13 +75,6 @@ def test_concurrent_calls_all_succeed(llm_server: LLMHandle) -> None:
     assert len(texts) == 3 and all(t.strip() for t in texts)
 
 
-def test_too_short_timeout_raises_llm_timeout(llm_server: LLMHandle) -> None:
-    start = time.perf_counter()
-    with pytest.raises(LLMTimeout):
-        llm_server.llm.complete(PROFILE, max_tokens=48, timeout=0.05)
-    assert time.perf_counter() - start < 1.0
-
-
 @needs_llama
 def test_start_stop_leaves_no_process_and_down_server_is_unavailable() -> None:
     server = EmbeddedServer(EmbeddedServerConfig(n_threads=1))
@@ -123,7 +82,9 @@ def test_start_stop_leaves_no_process_and_down_server_is_unavailable() -> None:
     with LLMHandle(OpenAICompatibleLLM(settings), server=server) as handle:
         pid = server.pid
         assert pid is not None and server.startup_seconds is not None
-        assert handle.llm.complete([Message("user", "Hi")], max_tokens=2).text is not None
+        out = handle.llm.complete([Message("user", "Hi")], max_tokens=2)
+        assert isinstance(out.text, str) and out.text.strip(), out
+        assert 1 <= out.usage["completion_tokens"] <= 2 and out.usage["prompt_tokens"] > 0
     assert _gone(pid, within=1.0) and not server.running()
     with pytest.raises(LLMUnavailable):
         handle.llm.complete([Message("user", "Hi")], max_tokens=2)  # the closed client
@@ -210,11 +171,26 @@ def test_cli_check_against_the_server(llm_server: LLMHandle, tmp_path: Path) -> 
     assert "ok" in result.output and llm_server.base_url in result.output
 
 
-# --- transformers backend -----------------------------------------------------------------------
+# --- the LLM contract on the real backends --------------------------------------------------------
+
+
+class TestOpenAICompatibleOnLlamaCppContract(LLMContract):
+    """The HTTP backend against the real llama.cpp server; a scripted slow server, a garbage
+    server and a dead port for the failure cases."""
+
+    tokens_spell_text = True
+    garbage_calls = len(GARBAGE)
+
+    @pytest.fixture
+    def make_llm(self, llm_server: LLMHandle) -> Iterator[MakeLLM]:
+        with contextlib.ExitStack() as stack:
+            yield lambda kind: llm_server.llm if kind == "working" else http_backend(kind, stack)
 
 
 @pytest.fixture(scope="module")
 def transformers_llm():
+    """The packaged SmolLM2 in-process on one CPU thread (converted once, then loaded from the
+    cache in about 0.3 s)."""
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")
@@ -228,16 +204,30 @@ def transformers_llm():
     torch.set_num_threads(threads)
 
 
-def test_transformers_completion_logprobs_and_max_tokens(transformers_llm) -> None:
-    out = transformers_llm.complete(PROFILE, max_tokens=6, logprobs=2)
-    assert out.text.strip() and out.usage["completion_tokens"] <= 6
-    assert out.tokens and len(out.tokens) == len(out.logprobs) == len(out.top_logprobs)
-    for lp, top in zip(out.logprobs, out.top_logprobs, strict=True):
-        assert lp <= 0 and math.isclose(lp, max(top.values()), abs_tol=1e-4)  # greedy
+class TestTransformersContract(LLMContract):
+    """The in-process backend. ``json_schema`` is a prompt hint there (no constrained decoding),
+    so its "garbage" is a prose answer to a JSON request; "down" is a model that does not exist."""
+
+    enforces_json_schema = False
+    structured_max_tokens = 24
+    slow_timeout = 0.01
+    slow_max_tokens = 64
+    timeout_grace = 2.0
+
+    @pytest.fixture
+    def make_llm(self, transformers_llm, tmp_path: Path) -> MakeLLM:
+        from agent.llm.transformers_backend import TransformersConfig, TransformersLLM
+
+        def make(kind: str) -> LLM:
+            if kind == "down":
+                missing = str(tmp_path / "missing.gguf")
+                return TransformersLLM(TransformersConfig(model=missing, device="cpu"))
+            return transformers_llm
+
+        return make
 
 
-def test_transformers_json_hint_and_timeout(transformers_llm) -> None:
-    out = transformers_llm.complete(PROFILE, max_tokens=4, json_schema=SCHEMA, temperature=0.7)
-    assert isinstance(out.text, str)  # a hint only: the caller validates
-    with pytest.raises(LLMTimeout):
-        transformers_llm.complete(PROFILE, max_tokens=64, timeout=0.01)
+def test_transformers_samples_with_a_temperature(transformers_llm) -> None:
+    out = transformers_llm.complete(ASK, max_tokens=4, temperature=0.7)
+    assert isinstance(out.text, str) and 1 <= out.usage["completion_tokens"] <= 4
+    assert out.tokens is None and out.top_logprobs is None  # not asked for

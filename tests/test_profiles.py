@@ -310,12 +310,12 @@ def test_cli_prints_json_profiles_without_an_llm(model_dir: Path) -> None:
 
 
 def test_cli_falls_back_and_says_so_when_no_llm_is_reachable(model_dir: Path, monkeypatch) -> None:
-    import agent.llm.openai_backend
+    import agent.llm.connect
 
     def down(*args, **kwargs):
         raise LLMUnavailable("nothing listens on 127.0.0.1:1")
 
-    monkeypatch.setattr(agent.llm.openai_backend, "connect", down)
+    monkeypatch.setattr(agent.llm.connect, "connect", down)
     result = run_cli("--model-dir", str(model_dir), "--users", "u1", "--json")
     assert result.exit_code == 0, result.output
     assert "deterministic profiles" in result.stderr
@@ -323,7 +323,7 @@ def test_cli_falls_back_and_says_so_when_no_llm_is_reachable(model_dir: Path, mo
 
 
 def test_cli_uses_the_connected_llm(model_dir: Path, monkeypatch) -> None:
-    import agent.llm.openai_backend
+    import agent.llm.connect
 
     class Handle:
         llm = ScriptedLLM([GOOD], repeat_last=True)
@@ -332,7 +332,7 @@ def test_cli_uses_the_connected_llm(model_dir: Path, monkeypatch) -> None:
         def close(self) -> None:
             Handle.closed = True
 
-    monkeypatch.setattr(agent.llm.openai_backend, "connect", lambda *a, **k: Handle())
+    monkeypatch.setattr(agent.llm.connect, "connect", lambda *a, **k: Handle())
     result = run_cli("--model-dir", str(model_dir), "--users", "u2,u4")
     assert result.exit_code == 0, result.output
     assert "comedy" in result.stdout and Handle.closed and len(Handle.llm.calls) == 2

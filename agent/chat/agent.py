@@ -14,7 +14,8 @@ Two ways to answer one user turn, same output:
 
 The agent is stateless over ``messages`` (OpenAI style). Answers are a numbered list,
 ``"1. Title (year) — reason"``, one item per line; that list is re-read from the last assistant
-message to resolve "more like the second one", and every title shown earlier is not repeated.
+message to resolve "more like the second one", and every title shown earlier is not repeated
+(writing and re-reading answers is :mod:`agent.chat.answers`).
 A follow-up ("more like …", "another one") keeps the previous request's constraints.
 
 Which path runs is configuration (:func:`chat_mode`, ``HYREC_CHAT_TOOLS``): ``rules``, ``llm``,
@@ -30,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent.chat.intent import Intent, find_title, parse_request
+from agent.chat.answers import ITEM_LINE, Turns, format_answer, fuse, inherit, title_of
+from agent.chat.intent import Intent, parse_request
 from agent.chat.tools import ToolSession, make_tools
 from agent.llm import Message
 from hyrec.data import Dataset
@@ -46,7 +48,6 @@ MODE_ENV = "HYREC_CHAT_TOOLS"
 Mode = Literal["auto", "llm", "rules"]
 PACKAGED_MODEL = "smollm2"  # LLMSettings.model of the embedded default, which cannot call tools
 
-_LINE = re.compile(r"^\s*(\d{1,2})[.)]\s+(.+?)\s*$", re.MULTILINE)
 _FOLLOW_UP = re.compile(r"^\s*(more|another|other|again|also|and|same|similar|ok|okay)\b", re.I)
 _SYSTEM = (
     "You recommend movies from a catalogue. Use the tools to find items: never name an item "
@@ -218,7 +219,7 @@ class ChatAgent:
         """
         if not messages or messages[-1].role != "user":
             raise ValueError("messages must end with the user's message")
-        turns = _Turns(messages, self.catalogue)
+        turns = Turns(messages, self.catalogue)
         intent = self._intent(turns)
         fallbacks: list[str] = []
         if self.chat_model is not None:
@@ -230,16 +231,16 @@ class ChatAgent:
         return self._rules_reply(intent, user_id, turns, fallbacks)
 
     # ---- rules path ---------------------------------------------------------------------------
-    def _intent(self, turns: _Turns) -> Intent:
+    def _intent(self, turns: Turns) -> Intent:
         intent = parse_request(turns.text, self.catalogue, turns.previous)
         follow_up = intent.references or _FOLLOW_UP.match(turns.text)
         if follow_up and turns.earlier_request is not None:
             before = parse_request(turns.earlier_request, self.catalogue, turns.earlier_previous)
-            intent = _inherit(intent, before)
+            intent = inherit(intent, before)
         return intent
 
     def _rules_reply(
-        self, intent: Intent, user_id: str | None, turns: _Turns, fallbacks: list[str]
+        self, intent: Intent, user_id: str | None, turns: Turns, fallbacks: list[str]
     ) -> ChatReply:
         k = intent.k or self.config.k
         exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *turns.shown)))
@@ -260,7 +261,10 @@ class ChatAgent:
         except Exception as e:  # the recommender failed: say so, never crash the conversation
             log.exception("chat recommendation failed")
             fallbacks.append(f"recommend: {type(e).__name__}: {_short(e)}")
-        text = self._format(intent, items, notes, user_id, noted=noted)
+        limit = self.config.reason_chars
+        text = format_answer(
+            self.catalogue, intent, items, notes, user_id, reason_chars=limit, noted=noted
+        )
         return ChatReply(text, tuple(items), intent, False, tuple(fallbacks))
 
     def _record_feelings(
@@ -279,7 +283,7 @@ class ChatAgent:
                     fallbacks.append(f"feedback: {type(e).__name__}: {_short(e)}")
                     continue
                 verb = "liked" if event == "like" else "did not like"
-                noted.append(f"you {verb} {self._title(item_id)}")
+                noted.append(f"you {verb} {title_of(self.catalogue, item_id)}")
         return noted
 
     def _find(
@@ -346,7 +350,7 @@ class ChatAgent:
 
     # ---- tool path ----------------------------------------------------------------------------
     def _tool_reply(
-        self, messages: Sequence[Message], user_id: str | None, intent: Intent, turns: _Turns
+        self, messages: Sequence[Message], user_id: str | None, intent: Intent, turns: Turns
     ) -> ChatReply:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
@@ -378,185 +382,18 @@ class ChatAgent:
         if not items and not session.feedback:
             raise LookupError("the model returned no items from any tool")
         header = final.strip().splitlines()[0] if final.strip() else None
-        if header and _LINE.match(header):
+        if header and ITEM_LINE.match(header):
             header = None
-        text = self._format(intent, items, list(intent.notes), user_id, header=header)
-        if session.feedback and not items:
-            text = "Noted: " + ", ".join(f"{e} for {self._title(i)}" for i, e in session.feedback)
-        return ChatReply(text, tuple(items), intent, True, ())
-
-    # ---- answer text --------------------------------------------------------------------------
-    def _format(
-        self,
-        intent: Intent,
-        items: Sequence[Recommendation],
-        notes: Sequence[str],
-        user_id: str | None,
-        *,
-        header: str | None = None,
-        noted: Sequence[str] = (),
-    ) -> str:
-        known = user_id is not None and user_id in self.catalogue.user_index
-        if not items:
-            lines = [f"Noted: {n}." for n in noted]
-            lines.append(f"I found nothing in the catalogue for: {self._summary(intent, known)}.")
-            lines += [f"Note: {n}." for n in notes]
-            lines.append("Try fewer constraints (another decade, or without a genre).")
-            return "\n".join(lines)
-        header = header or self._header(intent, len(items), known, user_id)
-        lines = [f"Noted: {n}." for n in noted] + [header]
-        for n, rec in enumerate(items, start=1):
-            lines.append(f"{n}. {rec.title} — {self._reason(rec, intent)}")
-        lines += [f"Note: {n}." for n in notes]
-        return "\n".join(lines)
-
-    def _header(self, intent: Intent, n: int, known: bool, user_id: str | None) -> str:
-        who = "" if known or user_id is None else " (new here, so going by what you asked)"
-        return f"{n} picks — {self._summary(intent, known)}{who}:"
-
-    def _summary(self, intent: Intent, known: bool = False) -> str:
-        f = intent.filters
-        parts: list[str] = []
-        if intent.anchors:
-            parts.append("like " + " and ".join(self._title(a) for a in intent.anchors))
-        if intent.genres:
-            parts.append(", ".join(intent.genres))
-        if intent.audience == "kids":
-            parts.append("for kids")
-        if f.year_min is not None or f.year_max is not None:
-            parts.append(_years(f.year_min, f.year_max))
-        if f.genres_none:
-            parts.append("no " + ", ".join(f.genres_none))
-        parts += [_SITUATION_LABEL.get(s, s) for s in intent.situations]
-        if intent.free_text:
-            parts.append(f"“{intent.free_text}”")
-        return "; ".join(parts) or ("picked for you" if known else "popular picks")
-
-    def _reason(self, rec: Recommendation, intent: Intent) -> str:
-        ds = self.catalogue
-        index = ds.item_index.get(rec.item_id)
-        genres = ds.items[index].genres if index is not None else []
-        bits: list[str] = []
-        anchor_genres = {g for a in intent.anchors for g in ds.items[ds.item_index[a]].genres}
-        asked = [g for g in genres if g in intent.genres or g in intent.filters.genres_any]
-        shared = [g for g in genres if g in anchor_genres and g not in asked]
-        if asked:
-            bits.append(", ".join(asked) + " as asked")
-        if intent.anchors and shared:
-            bits.append(
-                ", ".join(shared[:3]) + " like " + self._title(intent.anchors[0], year=False)
-            )
-        elif intent.anchors and not asked:
-            bits.append("close to " + self._title(intent.anchors[0], year=False))
-        if not bits and genres:
-            bits.append(", ".join(genres[:3]))
-        if rec.reason:
-            bits.append(rec.reason.strip().rstrip("."))
-        reason = "; ".join(bits) or "a strong match for you"
         limit = self.config.reason_chars
-        return reason if len(reason) <= limit else reason[: limit - 1].rstrip() + "…"
-
-    def _title(self, item_id: str, *, year: bool = True) -> str:
-        index = self.catalogue.item_index.get(item_id)
-        if index is None:
-            return item_id
-        title = self.catalogue.items[index].title
-        return title if year else re.sub(r"\s*\(\d{4}\)\s*$", "", title)
-
-
-_SITUATION_LABEL = {
-    "tonight": "for tonight",
-    "date night": "date night",
-    "friends": "with friends",
-    "short": "something short",
-    "cozy": "cozy",
-    "relax": "to relax",
-    "holiday": "holiday",
-}
-
-
-class _Turns:
-    """The conversation as the rules path needs it."""
-
-    def __init__(self, messages: Sequence[Message], catalogue: Dataset) -> None:
-        self.text = messages[-1].content
-        answers = [i for i, m in enumerate(messages) if m.role == "assistant"]
-        lists = [listed_items(messages[i].content, catalogue) for i in answers]
-        self.previous: list[str] = lists[-1] if lists else []
-        self.shown: tuple[str, ...] = tuple(dict.fromkeys(i for lst in lists for i in lst))
-        asks = [i for i, m in enumerate(messages[:-1]) if m.role == "user"]
-        self.earlier_request = messages[asks[-1]].content if asks else None
-        before = [
-            listed_items(messages[i].content, catalogue) for i in answers if asks and i < asks[-1]
-        ]
-        self.earlier_previous: list[str] = before[-1] if before else []
-
-
-def listed_items(text: str, catalogue: Dataset) -> list[str]:
-    """Item ids of the numbered ``"N. Title — reason"`` lines of an answer, in order."""
-    out: list[str] = []
-    for match in _LINE.finditer(text):
-        title = match.group(2).split(" — ", 1)[0].strip()
-        item_id = find_title(catalogue, title)
-        if item_id is not None and item_id not in out:
-            out.append(item_id)
-    return out
-
-
-def fuse(
-    lists: Sequence[Sequence[Recommendation]], catalogue: Dataset, anchor_genres: set[str]
-) -> list[Recommendation]:
-    """Reciprocal rank fusion of ``lists`` (Cormack, Clarke & Büttcher, SIGIR 2009: score
-    Σ 1/(60 + rank)); with ``anchor_genres`` ("like X but funnier"), items sharing more of them
-    come first and fusion orders the ties. Each item keeps its first list's record (the
-    personal list's carries the reason)."""
-    score: dict[str, float] = {}
-    first: dict[str, Recommendation] = {}
-    for lst in lists:
-        for rank, rec in enumerate(lst, start=1):
-            score[rec.item_id] = score.get(rec.item_id, 0.0) + 1.0 / (_RRF_K + rank)
-            first.setdefault(rec.item_id, rec)
-
-    def shared(item_id: str) -> int:
-        index = catalogue.item_index.get(item_id)
-        if index is None or not anchor_genres:
-            return 0
-        return len(anchor_genres & set(catalogue.items[index].genres))
-
-    order = sorted(score, key=lambda i: (-shared(i), -score[i], i))
-    return [first[i] for i in order]
-
-
-_RRF_K = 60  # reciprocal rank fusion's constant (the paper's value)
-
-
-def _inherit(intent: Intent, before: Intent) -> Intent:
-    """A follow-up keeps the earlier request's filters and audience where it sets none itself."""
-    f, b = intent.filters, before.filters
-    year_min, year_max = f.year_min, f.year_max
-    if year_min is None and year_max is None:
-        year_min, year_max = b.year_min, b.year_max
-    genres_none = tuple(dict.fromkeys(f.genres_none + b.genres_none))
-    filters = Filter(
-        genres_any=tuple(g for g in f.genres_any or b.genres_any if g not in genres_none),
-        genres_none=genres_none,
-        year_min=year_min,
-        year_max=year_max,
-    )
-    return replace(
-        intent,
-        filters=filters,
-        audience=intent.audience or before.audience,
-        genres=intent.genres or before.genres,
-        situations=intent.situations or before.situations,
-        k=intent.k or before.k,
-    )
-
-
-def _years(low: int | None, high: int | None) -> str:
-    if low is not None and high is not None:
-        return str(low) if low == high else f"{low}–{high}"
-    return f"from {low}" if low is not None else f"up to {high}"
+        notes = list(intent.notes)
+        text = format_answer(
+            self.catalogue, intent, items, notes, user_id, reason_chars=limit, header=header
+        )
+        if session.feedback and not items:
+            text = "Noted: " + ", ".join(
+                f"{e} for {title_of(self.catalogue, i)}" for i, e in session.feedback
+            )
+        return ChatReply(text, tuple(items), intent, True, ())
 
 
 def _short(e: Exception, limit: int = 160) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from agent.chat.intent import find_title
+from agent.chat.titles import find_title
 from retrieval.filters import Filter
 
 if TYPE_CHECKING:

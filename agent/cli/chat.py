@@ -99,7 +99,7 @@ def _open(model_dir: Path, use_llm: bool) -> tuple[Any, Any]:
 
     handle = None
     if use_llm:
-        from agent.llm.openai_backend import connect
+        from agent.llm.connect import connect
         from agent.llm.settings import LLMSettings
 
         try:

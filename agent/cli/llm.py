@@ -166,7 +166,7 @@ def check(
 ) -> None:
     """Connect to the configured LLM (or start the embedded one) and time one short completion."""
     from agent.llm import LLMError, Message
-    from agent.llm.openai_backend import connect
+    from agent.llm.connect import connect
     from agent.llm.settings import LLMSettings
 
     try:

@@ -179,7 +179,7 @@ def _connect_llm(use_llm: bool) -> tuple[object | None, str | None]:
     if not use_llm:
         return None, "LLM stages off (--no-llm)"
     from agent.llm import LLMUnavailable
-    from agent.llm.openai_backend import connect
+    from agent.llm.connect import connect
 
     try:
         with console.status("starting the LLM…"):

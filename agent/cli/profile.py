@@ -54,7 +54,7 @@ def profile(
 
     handle, llm = None, None
     if not no_llm:
-        from agent.llm.openai_backend import connect
+        from agent.llm.connect import connect
 
         try:
             with err.status("connecting to the LLM…"):

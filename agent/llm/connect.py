@@ -61,7 +61,8 @@ def connect(
 ) -> LLMHandle:
     """The LLM the settings describe, ready to use.
 
-    * ``backend="transformers"``: loads the model in-process (:mod:`agent.llm.transformers_backend`).
+    * ``backend="transformers"``: loads the model in-process
+      (:mod:`agent.llm.transformers_backend`).
     * ``base_url`` set: an HTTP client for it; with ``probe``, checks ``GET /models`` first.
     * otherwise, with ``start_embedded``: starts the embedded llama.cpp server with the packaged
       SmolLM2 model on a free loopback port (a few seconds) and returns a client for it.

@@ -51,7 +51,7 @@ class LLMSettings:
     # working on calls a client gave up on (queued timeouts pile up); raise it for vLLM (batches)
     max_concurrency: int = 1
     backend: Backend = "openai"  # "openai" (HTTP) or "transformers" (in-process, for GPU hosts)
-    json_format: JsonFormat = "auto"  # response_format flavour for json_schema calls (see backends)
+    json_format: JsonFormat = "auto"  # json_schema calls: response_format flavour (openai_backend)
 
     def __post_init__(self) -> None:
         _SettingsModel.model_validate(_as_dict(self))

@@ -344,7 +344,7 @@ def open_model(
 
     handle, chat_model = None, None
     if use_llm:
-        from agent.llm.openai_backend import connect
+        from agent.llm.connect import connect
         from agent.llm.settings import LLMSettings
 
         settings = LLMSettings.from_env()

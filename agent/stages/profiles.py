@@ -19,7 +19,6 @@ WSDM 2024).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -28,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 import prompts
@@ -39,140 +38,40 @@ from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message
 from agent.llm.jsonparse import parse_json_object
 from agent.stages.privacy import prompt_text, scrub
 from agent.stages.profile_cache import ProfileCache
+from agent.stages.profile_fallback import (
+    _genres,
+    fallback_profile,
+    genre_shares,
+    history_fingerprint,
+    long_term_summary,
+)
+from agent.stages.profile_types import (
+    FALLBACK_VERSION,
+    PROFILE_SCHEMA,
+    InterestProfile,
+    LLMProfile,
+    ProfileEvent,
+)
 from encoders.text import TextEncoder
-from hyrec.data import Dataset, attribute_genres, attribute_year
+from hyrec.data import Dataset, attribute_year
 from hyrec.data.splits import History
 
 log = logging.getLogger(__name__)
 
-FALLBACK_VERSION = "fallback@1"  # InterestProfile.prompt_version of deterministic profiles
-_MAX_PHRASE = 80  # characters per like/dislike/constraint phrase
-_MAX_SENTENCE = 300  # characters of summary / recent_shift
 
-
-# ---- what the LLM must return, and what callers get ---------------------------------------------
-def _phrases(value: Any, limit: int) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ValueError("must be a list of short phrases")
-    out: list[str] = []
-    for v in value:
-        if not isinstance(v, str | int | float):
-            raise ValueError("must be a list of short phrases")
-        text = prompt_text(str(v), _MAX_PHRASE)
-        if text and text.lower() not in {o.lower() for o in out}:
-            out.append(text)
-    return out[:limit]
-
-
-class LLMProfile(BaseModel):
-    """The JSON object the profile prompt asks for (validated at the LLM trust boundary).
-
-    Lenient where it costs nothing (a single string for a list, extra keys, too many phrases are
-    cut), strict where it matters: ``likes`` and ``summary`` must say something.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    likes: list[str] = Field(min_length=1)
-    dislikes: list[str] = Field(default_factory=list)
-    recent_shift: str = ""
-    constraints: list[str] = Field(default_factory=list)
-    summary: str = Field(min_length=1)
-
-    @field_validator("likes", mode="before")
-    @classmethod
-    def _likes(cls, v: Any) -> list[str]:
-        return _phrases(v, 5)
-
-    @field_validator("dislikes", "constraints", mode="before")
-    @classmethod
-    def _short_lists(cls, v: Any) -> list[str]:
-        return _phrases(v, 3)
-
-    @field_validator("recent_shift", "summary", mode="before")
-    @classmethod
-    def _sentence(cls, v: Any) -> str:
-        if v is None:
-            return ""
-        if not isinstance(v, str):
-            raise ValueError("must be a string")
-        return prompt_text(v, _MAX_SENTENCE)
-
-
-#: Sent as ``json_schema`` (llama.cpp and vLLM turn it into a grammar; others get a hint).
-PROFILE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "likes": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": 60},
-            "minItems": 1,
-            "maxItems": 5,
-        },
-        "dislikes": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 3},
-        "recent_shift": {"type": "string", "maxLength": 120},
-        "constraints": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": 60},
-            "maxItems": 3,
-        },
-        "summary": {"type": "string", "minLength": 1, "maxLength": 200},
-    },
-    "required": ["likes", "dislikes", "recent_shift", "constraints", "summary"],
-}
-
-
-class InterestProfile(BaseModel):
-    """A user's interest profile, from the LLM or the deterministic fallback.
-
-    Attributes:
-        source: ``"llm"`` or ``"fallback"``.
-        prompt_version: The prompt id (``name@version+digest``), or ``FALLBACK_VERSION``.
-        model: The LLM that wrote it ("none" for a fallback).
-        fallback_reason: Why the LLM's profile was not used (``None`` when it was, or when no LLM
-            was configured).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    likes: list[str]
-    dislikes: list[str]
-    recent_shift: str
-    constraints: list[str]
-    summary: str
-    source: Literal["llm", "fallback"]
-    prompt_version: str
-    model: str
-    fallback_reason: str | None = None
-
-    def text(self) -> str:
-        """What gets embedded: likes, dislikes, recent shift, constraints and the summary."""
-        parts = []
-        if self.likes:
-            parts.append("Likes: " + ", ".join(self.likes))
-        if self.dislikes:
-            parts.append("Dislikes: " + ", ".join(self.dislikes))
-        if self.recent_shift:
-            parts.append("Recently: " + self.recent_shift)
-        if self.constraints:
-            parts.append("Constraints: " + ", ".join(self.constraints))
-        if self.summary:
-            parts.append(self.summary)
-        return ". ".join(p.rstrip(".") for p in parts)
-
-
-@dataclass(frozen=True)
-class ProfileEvent:
-    """One item in a user's history, as the profile prompt sees it."""
-
-    title: str
-    attributes: Mapping[str, Any]
-    rating: float | None
-    timestamp: int
+__all__ = [
+    "FALLBACK_VERSION",
+    "HistoryProfiles",
+    "InterestProfile",
+    "LLMProfile",
+    "ProfileConfig",
+    "ProfileEvent",
+    "ProfileService",
+    "fallback_profile",
+    "genre_shares",
+    "history_fingerprint",
+    "long_term_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -189,109 +88,6 @@ class ProfileConfig:
     prompt: str = "profile"  # template in prompts/
     salt: str | None = None  # pseudonym salt; None: a random secret kept in cache_dir/.salt
     show_progress: bool = True
-
-
-# ---- deterministic profile ----------------------------------------------------------------------
-def _genres(attributes: Mapping[str, Any]) -> list[str]:
-    return list(attribute_genres(attributes))
-
-
-def _weight(event: ProfileEvent) -> float:
-    """How much an event says the user liked it: rating − 2.5 (ratings on a 1–5 scale), or 1."""
-    if event.rating is None or not np.isfinite(event.rating):
-        return 1.0
-    return float(event.rating) - 2.5
-
-
-def genre_shares(events: Sequence[ProfileEvent]) -> dict[str, float]:
-    """Share of each genre among the events' genre mentions, largest first."""
-    counts = Counter(g for e in events for g in _genres(e.attributes))
-    total = sum(counts.values())
-    return {g: c / total for g, c in counts.most_common()} if total else {}
-
-
-def long_term_summary(events: Sequence[ProfileEvent]) -> str:
-    """``"Drama 30%, Comedy 22%, Thriller 10%; mostly 1990s; mean rating 3.7"`` (or "none")."""
-    parts = []
-    shares = genre_shares(events)
-    if shares:
-        parts.append(", ".join(f"{g} {round(100 * s)}%" for g, s in list(shares.items())[:5]))
-    decade = _main_decade(events)
-    if decade:
-        parts.append(f"mostly {decade}s")
-    ratings = [e.rating for e in events if e.rating is not None and np.isfinite(e.rating)]
-    if ratings:
-        parts.append(f"mean rating {np.mean(ratings):.1f}")
-    return "; ".join(parts) or "none"
-
-
-def _main_decade(events: Sequence[ProfileEvent], share: float = 0.5) -> int | None:
-    decades = Counter(
-        y // 10 * 10 for e in events if (y := attribute_year(e.attributes)) is not None
-    )
-    if not decades:
-        return None
-    decade, n = decades.most_common(1)[0]
-    return decade if n / sum(decades.values()) >= share else None
-
-
-def fallback_profile(events: Sequence[ProfileEvent], recent: int = 5) -> InterestProfile:
-    """A deterministic profile from the items' attributes and ratings.
-
-    Likes: genres with the highest rating-weighted count (rating − 2.5; unrated events count 1).
-    Dislikes: genres seen at least twice whose mean weight is negative. Recent shift: the genre
-    whose share grew most among the last ``recent`` items (if by 15 points or more). Constraints:
-    the dominant release decade.
-    """
-    score: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
-    for e in events:
-        for g in _genres(e.attributes):
-            score[g] += _weight(e)
-            seen[g] += 1
-    likes = [g for g, s in sorted(score.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0][:5]
-    dislikes = sorted(
-        (g for g, s in score.items() if s < 0 and seen[g] >= 2), key=lambda g: (score[g], g)
-    )[:3]
-    ordered = sorted(events, key=lambda e: e.timestamp)
-    shift = ""
-    if len(ordered) > recent:
-        before, now = genre_shares(ordered), genre_shares(ordered[-recent:])
-        growth = {g: now[g] - before.get(g, 0.0) for g in now}
-        g, delta = max(sorted(growth.items()), key=lambda kv: kv[1], default=("", 0.0))
-        if delta >= 0.15:
-            shift = f"more {g} lately"
-    decade = _main_decade(events, share=0.7)
-    constraints = [f"mostly {decade}s releases"] if decade else []
-    if likes:
-        summary = "Enjoys " + _and(likes[:3])
-        summary += f"; recently {shift}." if shift else "."
-    else:
-        summary = "No clear preferences yet."
-    return InterestProfile(
-        likes=likes,
-        dislikes=dislikes,
-        recent_shift=shift,
-        constraints=constraints,
-        summary=summary,
-        source="fallback",
-        prompt_version=FALLBACK_VERSION,
-        model="none",
-    )
-
-
-def _and(words: Sequence[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def history_fingerprint(events: Sequence[ProfileEvent]) -> str:
-    """sha256 (16 hex digits) over every event's title, attributes, rating and time."""
-    h = hashlib.sha256()
-    for e in events:
-        row = [e.title, dict(e.attributes), e.rating, int(e.timestamp)]
-        h.update(json.dumps(row, sort_keys=True, default=str).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()[:16]
 
 
 # ---- the service --------------------------------------------------------------------------------

@@ -207,3 +207,17 @@ def temporal_split(ds: Dataset, valid_fraction: float = 0.1, test_fraction: floa
             "targets": "first new item per user in each period",
         },
     )
+
+
+def inner_split(train: Interactions) -> tuple[Interactions, Interactions]:
+    """Each user's last training event (by time, then file order) apart from the rest: the
+    "inner" split a ranking head learns from without touching validation or test."""
+    order = train.chronological_order()
+    users = train.user[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = users[:-1] != users[1:]
+    counts = np.bincount(users)
+    last &= counts[users] >= 2  # a user needs something left to learn from
+    held = np.zeros(len(train), dtype=bool)
+    held[order[last]] = True
+    return train.take(~held), train.take(held)
