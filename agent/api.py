@@ -27,7 +27,7 @@ from agent.locks import RWLock
 from agent.state import Sequences, UnknownItemError, item_index, user_state
 from encoders.base import FitData
 from encoders.text import TextEncoder, TextEncoderConfig
-from hyrec.data import Dataset, Interactions, Item, leave_one_out
+from hyrec.data import Dataset, Interactions, Item, check_attributes, leave_one_out
 from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
@@ -332,11 +332,15 @@ class Recommender:
         if not isinstance(user, str) or not user.strip():
             raise ValueError("user id must be a non-empty string")
         check_event(event, value)
-        with self._lock.read():  # the item must not vanish between the check and the write
-            self._index(item_id)
-            stored = self.store.add(user, item_id, event, value)
+        # no model lock: the catalogue only grows, so an item that passed the check stays, and
+        # feedback never waits behind a catalogue writer or someone else's LLM call
+        self._index(item_id)
+        stored = self.store.add(user, item_id, event, value)
         if self.profiles is not None:
-            self.profiles.forget(self._user_key(user))  # stale: rebuilt on the next request
+            try:  # after the commit: a failure here must not fail an event that is stored
+                self.profiles.forget(self._user_key(user))  # stale: rebuilt on the next request
+            except OSError as e:
+                log.warning("feedback stored, but the cached profile could not be dropped: %s", e)
         positive = is_positive(event, value, self.config.positive_rating)
         return FeedbackReceipt(stored.id, user, item_id, event, value, stored.timestamp, positive)
 
@@ -389,6 +393,10 @@ class Recommender:
         for it in items:
             if not it.item_id.strip() or not it.title.strip():
                 raise ValueError(f"item {it.item_id!r} needs a non-empty item_id and title")
+            try:
+                check_attributes(it.attributes)
+            except ValueError as e:
+                raise ValueError(f"item {it.item_id!r}: {e}") from None
         with self._lock.write():
             added = self._apply_items(items, strict=True)
             # served first, stored second: a crash in between loses an item nobody was told

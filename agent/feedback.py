@@ -13,7 +13,9 @@ Forgetting a user deletes their rows with ``secure_delete`` on (freed pages are 
 checkpoints and truncates the WAL, so the deleted events leave no copy in either file.
 
 Tables: ``events`` (one row per feedback event), ``items`` (catalogue entries added or changed
-through the API, replayed onto the saved model when it is loaded).
+through the API, replayed onto the saved model when it is loaded), ``impressions`` (which items
+were shown to which user, per answer: the denominator of the online metrics, see
+:meth:`FeedbackStore.online_rates`). Impressions are committed like events and forgotten with them.
 """
 
 from __future__ import annotations
@@ -59,7 +61,19 @@ CREATE TABLE IF NOT EXISTS items (
     body TEXT NOT NULL,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS impressions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    timestamp REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_user_item ON impressions (user_id, item_id, timestamp);
+CREATE INDEX IF NOT EXISTS events_user_item ON events (user_id, item_id, timestamp);
 """
+
+#: Events that count as a hit on an item shown (the online hit rate's numerator).
+HIT_EVENTS = ("like", "click", "purchase")
 
 
 @dataclass(frozen=True)
@@ -183,14 +197,130 @@ class FeedbackStore:
                 ).fetchone()[0]
             )
 
-    def forget(self, user_id: str) -> int:
-        """Delete every event of ``user_id`` and scrub the freed pages; returns how many."""
+    def counts_by_event(self) -> dict[str, int]:
+        """Stored events per kind (kinds without events are left out)."""
         with self._lock:
-            cur = self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
-            removed = cur.rowcount
+            rows = self._conn.execute("SELECT event, COUNT(*) FROM events GROUP BY event")
+            return {str(e): int(n) for e, n in rows}
+
+    def timeline(self, bucket_seconds: float) -> list[tuple[float, str, int]]:
+        """Events per time bucket and kind: ``(bucket start, event, count)``, oldest first."""
+        if not bucket_seconds > 0:
+            raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds!r}")
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT CAST(timestamp / ? AS INTEGER) AS b, event, COUNT(*) FROM events "
+                "GROUP BY b, event ORDER BY b",
+                (bucket_seconds,),
+            ).fetchall()
+        return [(b * bucket_seconds, str(e), int(n)) for b, e, n in rows]
+
+    def span(self) -> tuple[float, float] | None:
+        """The first and last event time, or None without events."""
+        with self._lock:
+            row = self._conn.execute("SELECT MIN(timestamp), MAX(timestamp) FROM events")
+            lo, hi = row.fetchone()
+        return None if lo is None else (float(lo), float(hi))
+
+    def forget(self, user_id: str) -> int:
+        """Delete every event and impression of ``user_id`` and scrub the freed pages; returns
+        how many events."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+                removed = cur.rowcount
+                self._conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
             if self.path is not None:  # copy the zeroed pages back and empty the WAL
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(removed)
+
+    # ---- impressions ----------------------------------------------------------------------------
+    def add_impressions(
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        request_id: str,
+        timestamp: float | None = None,
+    ) -> int:
+        """Record that ``item_ids`` were shown to ``user_id`` in one answer (one transaction,
+        committed before this returns); returns how many rows were stored."""
+        if not user_id:
+            raise ValueError("an impression needs a user id")
+        ts = time.time() if timestamp is None else float(timestamp)
+        rows = [(user_id, i, request_id, ts) for i in dict.fromkeys(item_ids)]
+        if not rows:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO impressions (user_id, item_id, request_id, timestamp) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return len(rows)
+
+    def impressions(self, user_id: str) -> list[tuple[str, str, float]]:
+        """The user's impressions as ``(item_id, request_id, timestamp)``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT item_id, request_id, timestamp FROM impressions WHERE user_id = ? "
+                "ORDER BY id",
+                (user_id,),
+            ).fetchall()
+        return [(str(i), str(r), float(t)) for i, r, t in rows]
+
+    def count_impressions(self) -> int:
+        """Stored impressions (one per item per answer)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
+
+    def online_rates(self, horizon_seconds: float = 86_400.0) -> dict[str, float | int]:
+        """Online metrics over the items shown: of the distinct (user, item) pairs shown, the
+        share that got a like, click or purchase (``hit_rate``) and the share that got a
+        dislike (``dislike_rate``) from that user within ``horizon_seconds`` after the item was
+        first shown to them.
+
+        Returns:
+            ``shown`` (distinct pairs), ``hits``, ``dislikes``, ``hit_rate``, ``dislike_rate``
+            (0.0 when nothing was shown).
+        """
+        marks = ",".join("?" * len(HIT_EVENTS))
+        query = f"""
+            WITH shown AS (
+                SELECT user_id, item_id, MIN(timestamp) AS t FROM impressions
+                GROUP BY user_id, item_id
+            )
+            SELECT COUNT(*),
+                SUM(EXISTS (SELECT 1 FROM events e WHERE e.user_id = s.user_id
+                    AND e.item_id = s.item_id AND e.event IN ({marks})
+                    AND e.timestamp >= s.t AND e.timestamp <= s.t + ?)),
+                SUM(EXISTS (SELECT 1 FROM events e WHERE e.user_id = s.user_id
+                    AND e.item_id = s.item_id AND e.event = 'dislike'
+                    AND e.timestamp >= s.t AND e.timestamp <= s.t + ?))
+            FROM shown s
+        """  # only the placeholders are interpolated
+        with self._lock:
+            shown, hits, dislikes = self._conn.execute(
+                query, (*HIT_EVENTS, horizon_seconds, horizon_seconds)
+            ).fetchone()
+        shown, hits, dislikes = int(shown or 0), int(hits or 0), int(dislikes or 0)
+        return {
+            "shown": shown,
+            "hits": hits,
+            "dislikes": dislikes,
+            "hit_rate": hits / shown if shown else 0.0,
+            "dislike_rate": dislikes / shown if shown else 0.0,
+        }
 
     # ---- catalogue upserts ------------------------------------------------------------------
     def upsert_items(self, items: Iterable[Item]) -> int:

@@ -67,13 +67,20 @@ class Parts:
 
 
 def recommend(parts: Parts, request: Request) -> Recommendations:
-    """Top-k for one user (known, new or anonymous): the whole path in one screen."""
+    """Top-k for one user (known, new or anonymous): the whole path in one screen.
+
+    The model lock is held only while the user's state is read and while the hybrid scores (a few
+    milliseconds each); the LLM stages run outside it, so a slow LLM call never holds back a
+    catalogue writer, nor, through a waiting writer, anyone else's request.
+    """
     fallbacks: list[str] = []
-    with parts.read(), budget(parts):
-        state = parts.users(request.user, request.history)
-        flt, query_text = read_intent(parts, request, state)
+    with budget(parts):
+        with parts.read():
+            state = parts.users(request.user, request.history)
+            flt, query_text = read_intent(parts, request, state)
         profile, profile_vector = profile_stage(parts, request, state, fallbacks)
-        ranked = rank(parts, state, request.k, flt, query_text, profile_vector)
+        with parts.read():
+            ranked = rank(parts, state, request.k, flt, query_text, profile_vector)
         ranked = rerank_stage(parts, ranked, state, request.k, fallbacks)
         items = reasons_stage(parts, ranked, state, fallbacks, explain=request.explain)
     return Recommendations(request.user, tuple(items), tuple(fallbacks), profile)
@@ -99,16 +106,17 @@ def profile_stage(
     attribute-based one) and, for a head fitted with profiles, its vector."""
     if parts.profiles is None or not state.events:
         return None, None
-    if request.user:
-        key = parts.user_key(request.user)
-        if request.history:
-            key += "-" + digest(request.history)
+    if request.user:  # the user's own profile, or a variant with the items the request named
+        key, variant = (
+            parts.user_key(request.user),
+            digest(request.history) if request.history else "",
+        )
     else:
-        key = "anon-" + digest(request.history)
+        key, variant = "anon-" + digest(request.history), ""
     config = parts.config
     events = state.events[-config.profile_events :]
     with budget(parts, config.llm_budget * config.profile_share):
-        profile = parts.profiles.profile(key, events)
+        profile = parts.profiles.profile(key, events, variant)
     if parts.llm is not None and profile.source != "llm":
         why = profile.fallback_reason or "LLM failed"
         fallbacks.append(f"profile: {why}; used the attribute-based profile")

@@ -64,9 +64,10 @@ def start_server(
     model_dir: Path, port: int, llm: bool, log: Path, threads: int
 ) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(model_dir)]
-    cmd += ["--port", str(port), "--api-key", KEY, "--llm" if llm else "--no-llm"]
+    cmd += ["--port", str(port), "--llm" if llm else "--no-llm"]
     cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "HYREC_API_KEY": KEY}
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -2,8 +2,9 @@
 report.
 
 ``run_eval`` is what ``hyrec eval`` and ``python -m eval`` call. It writes
-``<out>/<dataset>/metrics.json``
-(protocol, dataset fingerprint, seed, per-model metrics with fit/eval seconds) and ``report.md``.
+``<out>/<dataset>/metrics.json`` (protocol, dataset fingerprint, seed, per-model metrics with
+fit/eval seconds, the numbers behind the plots: ``activity`` and ``tradeoff``, see
+:mod:`eval.tradeoff`), the PNGs of :mod:`eval.plots` and ``report.md``, which links them.
 
 Seeds: a model whose fit depends on a seed (``config.seed``: ALS, BPR, LightGCN, SASRec, the
 hybrid) can be fitted ``seeds`` times, from seeds 0, 1, …; its row is then the mean over those fits,
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from encoders.base import FitData, Scorer, is_seeded, with_seed
 from encoders.registry import SCORERS, TEXT_SCORERS
 from encoders.text import TextEncoder, TextEncoderConfig
+from eval import plots, tradeoff
 from hyrec.data import Dataset, Split, leave_one_out, load_dataset, temporal_split, to_implicit
 from hyrec.metrics import evaluate
 from hyrec.threads import limit_blas
@@ -156,13 +158,14 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
     if rows is not None:
         test = test.subset(rows)
     vectors = embeddings if embeddings is not None else attribute_vectors(ds)
+    activity = tradeoff.activity_buckets(test.history)  # from history lengths, before any fit
     models = list(dict.fromkeys(config.models))  # a model named twice is fitted once
     runs = [
         (name, seed)
         for name in models
         for seed in (range(config.seeds) if is_seeded(MODELS[name]()) else [0])
     ]
-    job = _Job(data, test, vectors, config.ks, ds.n_users)
+    job = _Job(data, test, vectors, config.ks, ds.n_users, activity.bucket)
     fits: dict[tuple[str, int], dict[str, Any]] = {}
     if config.jobs <= 1:
         _init_worker(job, blas_threads=False)
@@ -188,6 +191,7 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
                 # fits not started yet are dropped; the ones running finish before the error shows
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+    sweep = fits.get((tradeoff.SWEEP_MODEL, 0), {}).pop("tradeoff", None)
     results = {name: _combine([fits[run] for run in runs if run[0] == name]) for name in models}
     report = {
         "protocol": {
@@ -211,6 +215,8 @@ def run_eval(config: EvalConfig, out: Path | None = None) -> dict[str, Any]:
         },
         "text_encoder": encoder_info,
         "models": results,
+        "activity": tradeoff.activity_summary(activity, results),
+        **({"tradeoff": sweep} if sweep else {}),
     }
     if out is not None:
         write_report(report, Path(out) / config.dataset)
@@ -226,6 +232,7 @@ class _Job:
     vectors: np.ndarray
     ks: tuple[int, ...]
     n_users: int
+    buckets: np.ndarray  # each test user's activity bucket (eval.tradeoff.BUCKETS)
 
 
 _JOB: _Job | None = None
@@ -248,14 +255,16 @@ def _fit_one(name: str, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     model.fit(job.data)
     fit_s = time.perf_counter() - t0
+    capture = tradeoff.capture(name, seed, model.score)  # the seed-0 hybrid's top 20, kept
     t0 = time.perf_counter()
-    metrics = evaluate(
-        model.score,
+    metrics, per_user = evaluate(
+        capture or model.score,
         job.test,
         job.ks,
         item_vectors=job.vectors,
         item_popularity=job.data.item_popularity,
         n_train_users=job.n_users,
+        per_user=True,
     )
     eval_s = time.perf_counter() - t0
     log.info(
@@ -265,13 +274,18 @@ def _fit_one(name: str, seed: int) -> dict[str, Any]:
         fit_s,
         eval_s,
     )
-    return {
+    row = {
         **({"seed": seed} if is_seeded(model) else {}),
         **training_summary(model, fit_s),
         **_rounded(metrics),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(eval_s, 3),
     }
+    row.update(tradeoff.bucket_ndcg(per_user, job.buckets))
+    if capture is not None:  # the trade-off sweep, on the fit evaluated anyway
+        window = (*capture.window(), job.test.targets, job.data.item_embeddings, job.vectors)
+        row["tradeoff"] = {"model": name, "seed": seed, **tradeoff.mmr_sweep(*window)}
+    return row
 
 
 def _combine(fits: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,8 +333,10 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 def write_report(
     report: dict[str, Any], folder: Path, columns: Sequence[str] = REPORT_COLUMNS
 ) -> None:
-    """metrics.json plus a markdown table of ``columns`` (missing values shown as –)."""
+    """metrics.json, the PNGs of :mod:`eval.plots` and report.md: a markdown table of ``columns``
+    (missing values shown as –) and the plots, linked."""
     folder.mkdir(parents=True, exist_ok=True)
+    tradeoff.add_llm_point(report, folder)  # the folder's LLM ablation, if any, joins the trade-off
     (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     fp, proto = report["dataset"], report["protocol"]
     seeded = {n: m for n, m in report["models"].items() if "per_seed" in m}
@@ -371,6 +387,7 @@ def write_report(
             for f in m["per_seed"]:
                 cells = [_cell(f.get(c)) for c in PER_SEED_COLUMNS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += plots.markdown(report, plots.draw_all(report, folder))
     (folder / "report.md").write_text("\n".join(lines) + "\n")
 
 

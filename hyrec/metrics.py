@@ -14,6 +14,7 @@ KDD 2020) — with each user's observed items excluded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,6 +117,33 @@ def gini(recs: np.ndarray, n_items: int, k: int) -> float:
     return float(((2 * i - n_items - 1) * counts).sum() / (n_items * total))
 
 
+PerUser = dict[str, np.ndarray]
+
+
+@overload
+def evaluate(
+    score: ScoreFn,
+    task: EvalTask,
+    ks: Sequence[int] = ...,
+    *,
+    item_vectors: np.ndarray | None = ...,
+    item_popularity: np.ndarray | None = ...,
+    n_train_users: int | None = ...,
+    batch_size: int = ...,
+    per_user: Literal[False] = ...,
+) -> dict[str, float]: ...
+@overload
+def evaluate(
+    score: ScoreFn,
+    task: EvalTask,
+    ks: Sequence[int] = ...,
+    *,
+    item_vectors: np.ndarray | None = ...,
+    item_popularity: np.ndarray | None = ...,
+    n_train_users: int | None = ...,
+    batch_size: int = ...,
+    per_user: Literal[True],
+) -> tuple[dict[str, float], PerUser]: ...
 def evaluate(
     score: ScoreFn,
     task: EvalTask,
@@ -125,7 +153,8 @@ def evaluate(
     item_popularity: np.ndarray | None = None,
     n_train_users: int | None = None,
     batch_size: int = 512,
-) -> dict[str, float]:
+    per_user: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], PerUser]:
     """Rank the full catalogue for every user of ``task`` and average the metrics.
 
     Args:
@@ -136,6 +165,9 @@ def evaluate(
         item_popularity: Per-item count of training users, for novelty.
         n_train_users: Number of training users, for novelty.
         batch_size: Users scored at once.
+        per_user: Also return the per-user accuracy metrics (``ndcg@k``, ``hr@k``, ``recall@k``,
+            ``mrr@k``: one value per row of ``task``, in its order) whose means the first dict
+            holds.
     """
     kmax = max(ks)
     recs, hits = [], []
@@ -150,11 +182,14 @@ def evaluate(
     n_targets = np.diff(task.targets.indptr)
     n_items = task.history.n_items
     out: dict[str, float] = {}
+    users: PerUser = {}
     for k in ks:
-        out[f"ndcg@{k}"] = float(ndcg(hits_all, n_targets, k).mean())
-        out[f"hr@{k}"] = float(hit_rate(hits_all, k).mean())
-        out[f"recall@{k}"] = float(recall(hits_all, n_targets, k).mean())
-        out[f"mrr@{k}"] = float(mrr(hits_all, k).mean())
+        users[f"ndcg@{k}"] = ndcg(hits_all, n_targets, k)
+        users[f"hr@{k}"] = hit_rate(hits_all, k)
+        users[f"recall@{k}"] = recall(hits_all, n_targets, k)
+        users[f"mrr@{k}"] = mrr(hits_all, k)
+        for name in ("ndcg", "hr", "recall", "mrr"):
+            out[f"{name}@{k}"] = float(users[f"{name}@{k}"].mean())
         out[f"coverage@{k}"] = coverage(recs_all, n_items, k)
         out[f"gini@{k}"] = gini(recs_all, n_items, k)
         if item_vectors is not None:
@@ -162,4 +197,4 @@ def evaluate(
         if item_popularity is not None and n_train_users:
             out[f"novelty@{k}"] = novelty(recs_all, item_popularity, n_train_users, k)
     out["users"] = float(len(task))
-    return out
+    return (out, users) if per_user else out

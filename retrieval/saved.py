@@ -3,7 +3,8 @@ pickle.
 
 Layout of a model folder::
 
-    hybrid.json            kind, HybridConfig, per-component item counts, fit report
+    hybrid.json            kind, HybridConfig, per-component item counts, fit report (with
+                           ``fitted_at``: the UTC time of the first save after the fit)
     components/<name>/     each scorer's config.json + arrays (encoders.*.save)
     ranker/                the ranking head (retrieval.ranker)
     facts.npz              popularity, days since last event, year, text vectors
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +50,11 @@ def save_hybrid(model: HybridRecommender, path: Path) -> None:
     save_snapshot(model.dataset, path / "data")
     config = {f.name: getattr(model.config, f.name) for f in fields(model.config)}
     config["params"] = {k: dict(v) for k, v in model.config.params.items()}
+    if "fitted_at" not in model.fit_report:  # a loaded model saved again keeps its fit date
+        model.fit_report = {
+            **model.fit_report,
+            "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
     body = {
         "kind": model.kind,
         "config": config,

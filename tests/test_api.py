@@ -347,3 +347,69 @@ def test_a_retried_upsert_stores_what_a_failed_store_write_had_served(model, mon
     monkeypatch.setattr(model.store, "upsert_items", real)
     assert model.upsert_items([item]) == 0  # the retry adds nothing new to the catalogue …
     assert "new-2" in {it.item_id for it in model.store.items()}  # … but stores the item
+
+
+def test_feedback_never_waits_behind_a_slow_llm_request_or_a_catalogue_writer(saved, tmp_path):
+    """A recommendation whose LLM takes 10 s, then an upsert (which needs the write lock), then
+    feedback for another user: the feedback is acknowledged at once, and the upsert does not
+    wait for the LLM either (the model lock covers state reading and scoring, not LLM calls)."""
+    import threading
+
+    folder, cache = saved
+    slow = ScriptedLLM(["{}"], delay=10.0, repeat_last=True)
+    with Recommender.load(
+        folder, llm=slow, encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    ) as m:
+        m.config = dataclasses.replace(m.config, llm_budget=12.0)
+        request = threading.Thread(target=m.recommend, args=("u1",), kwargs={"k": 4})
+        request.start()
+        deadline = time.monotonic() + 5
+        while not slow.calls and time.monotonic() < deadline:  # the LLM call is under way
+            time.sleep(0.01)
+        assert slow.calls, "the slow request never reached its LLM call"
+        upsert = threading.Thread(target=m.upsert_items, args=([Item("new-1", "A new one")],))
+        t0 = time.perf_counter()
+        upsert.start()
+        upsert.join(timeout=5)
+        upsert_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        receipt = m.feedback("u2", "3", "like")
+        feedback_seconds = time.perf_counter() - t0
+        assert request.is_alive()  # the slow LLM call is still running
+        request.join(timeout=30)
+    assert receipt.event_id > 0
+    assert feedback_seconds < 0.2, f"feedback took {feedback_seconds:.3f} s"
+    assert not upsert.is_alive() and upsert_seconds < 2.0, f"upsert took {upsert_seconds:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"category": 5}, "genres must be a string or a list of strings"),
+        ({"genres": ["Comedy", 3]}, "genres must be a string or a list of strings"),
+        ({"year": 1e29}, "is not a whole year"),
+        ({"year": "soon"}, "is not a whole year"),
+        ({"rating": float("nan")}, "not a finite number"),
+        ({"nested": {"a": 1}}, "dict values are not allowed"),
+        ({f"k{i}": 1 for i in range(65)}, "at most 64"),
+        ({"tags": ["x"] * 101}, "at most 100"),
+        ({"blurb": "x" * 2001}, "over 2000 characters"),
+    ],
+)
+def test_an_upsert_with_attributes_no_stage_can_read_is_refused(model, attributes, message):
+    before = model.catalogue.n_items
+    with pytest.raises(ValueError, match=message):
+        model.upsert_items([Item("bad-1", "Bad", attributes=attributes)])
+    assert model.catalogue.n_items == before and not model.store.items()
+
+
+def test_an_upserted_item_with_a_category_is_served_with_the_llm_on(saved, tmp_path):
+    """A string category is the item's genre for every stage (one reading): with the LLM
+    stages on, a user who liked it gets an answer, not a TypeError."""
+    folder, cache = saved
+    with llm_model(saved, tmp_path, ScriptedLLM(["{}"], repeat_last=True)) as m:
+        m.upsert_items([Item("cat-1", "Catted", attributes={"category": "Gadgets"})])
+        m.feedback("u5", "cat-1", "like")
+        recs = m.recommend("u5", k=3)
+    assert len(recs.items) == 3
+    assert m.catalogue.items[m.catalogue.item_index["cat-1"]].genres == ("Gadgets",)

@@ -349,8 +349,9 @@ def free_port() -> int:
 
 def start_server(model_dir: Path, port: int, *extra: str, env: dict | None = None):
     cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(model_dir)]
-    cmd += ["--port", str(port), "--api-key", KEY, *extra]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
+    cmd += ["--port", str(port), *extra]
+    env = {**os.environ, "HYREC_API_KEY": KEY, **(env or {})}  # never a key on the command line
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

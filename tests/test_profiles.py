@@ -357,3 +357,37 @@ def test_real_server_profile_has_the_right_structure(llm_server, events) -> None
         assert p.model and p.prompt_version.startswith("profile@")
     else:  # the small model's answer failed validation twice: the fallback says why
         assert p.fallback_reason and p.likes == fallback_profile(events).likes
+
+
+def test_forget_drops_every_variant_and_a_profile_computed_meanwhile_is_not_cached(
+    events, tmp_path
+) -> None:
+    service = ProfileService(
+        ScriptedLLM([GOOD], repeat_last=True), cache_dir=tmp_path, config=QUIET
+    )
+    service.profile("u1", events)
+    service.profile("u1", events[:3], variant="with-request-items")
+    service.profile("u2", events)
+    files = lambda: sorted(p.name for p in tmp_path.glob("*.json"))  # noqa: E731
+    assert len(files()) == 3 and not any("u1" in name or "u2" in name for name in files())
+    assert service.forget("u1") == 4  # two in memory, two on disk
+    assert len(files()) == 1 and len(service.cache) == 1
+    # a profile that was being computed while the user was forgotten is not written back
+    pseudonym = service.user_pseudonym("u3")
+    before = service.cache.generation(pseudonym)
+    service.forget("u3")
+    key = service._key(pseudonym, "", "fingerprint")
+    assert not service.cache.put(key, service.profile("u9", events), before)
+    assert service.cache.get(key) is None
+
+
+def test_the_profile_cache_is_bounded_in_memory_and_on_disk(events, tmp_path) -> None:
+    from agent.stages.profile_cache import ProfileCache
+
+    cache = ProfileCache(tmp_path, max_entries=3, max_files=4)
+    profile = ProfileService(None, config=QUIET).profile("x", events)
+    for u in range(6):
+        cache.put((f"p{u}", "", "f", "prompt", "m"), profile)
+    assert len(cache) == 3 and len(list(tmp_path.glob("*.json"))) == 4
+    assert cache.get(("p0", "", "f", "prompt", "m")) is None  # the oldest went first
+    assert cache.get(("p5", "", "f", "prompt", "m")) is not None

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent.chat.answers import ITEM_LINE, Turns, format_answer, fuse, inherit, title_of
 from agent.chat.intent import Intent, parse_request
 from agent.chat.tools import ToolSession, make_tools
+from agent.feedback import is_positive
 from agent.llm import Message
 from hyrec.data import Dataset
 from retrieval.filters import Filter
@@ -243,9 +244,10 @@ class ChatAgent:
         self, intent: Intent, user_id: str | None, turns: Turns, fallbacks: list[str]
     ) -> ChatReply:
         k = intent.k or self.config.k
-        exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *turns.shown)))
-        items: list[Recommendation] = []
         noted = self._record_feelings(intent, user_id, fallbacks)
+        disliked = self._stored_dislikes(user_id)
+        exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *disliked, *turns.shown)))
+        items: list[Recommendation] = []
         notes = list(intent.notes)
         try:
             items = self._find(intent, user_id, k, exclude, fallbacks)
@@ -266,6 +268,15 @@ class ChatAgent:
             self.catalogue, intent, items, notes, user_id, reason_chars=limit, noted=noted
         )
         return ChatReply(text, tuple(items), intent, False, tuple(fallbacks))
+
+    def _stored_dislikes(self, user_id: str | None) -> list[str]:
+        """The signed-in user's negative feedback: never offered again by any voice (search and
+        similar items do not know the user; the personal list drops these itself)."""
+        store = getattr(self.recommender, "store", None)
+        if user_id is None or store is None:
+            return []
+        cut = self.recommender.config.positive_rating
+        return [e.item_id for e in store.events(user_id) if not is_positive(e.event, e.value, cut)]
 
     def _record_feelings(
         self, intent: Intent, user_id: str | None, fallbacks: list[str]
@@ -378,7 +389,8 @@ class ChatAgent:
                     result = tool.invoke(call.get("args") or {})
                 history.append(ToolMessage(str(result), tool_call_id=call.get("id") or ""))
         k = intent.k or self.config.k
-        items = [r for r in session.items if r.item_id not in turns.shown][:k]
+        hidden = {*turns.shown, *self._stored_dislikes(user_id)}
+        items = [r for r in session.items if r.item_id not in hidden][:k]
         if not items and not session.feedback:
             raise LookupError("the model returned no items from any tool")
         header = final.strip().splitlines()[0] if final.strip() else None

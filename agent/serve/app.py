@@ -1,19 +1,27 @@
 """The HTTP server: a FastAPI app over one :class:`~agent.api.Recommender`.
 
-Endpoints (bearer-token auth on everything under ``/v1``)::
+Endpoints (bearer-token auth on everything under ``/v1`` and on ``/metrics``)::
 
     POST   /v1/recommendations     {"user_id": "1", "k": 10, "context": "..."} → {"items": [...]}
-    POST   /v1/chat/completions    OpenAI-compatible chat (delegates to agent.chat.agent.ChatAgent)
+    POST   /v1/chat/completions    OpenAI-compatible chat (delegates to agent.chat.agent.ChatAgent);
+                                   the items as data in the extra top-level field ``hyrec``
+    POST   /v1/similar             {"item_id", "k"?, "user_id"?} → items like it ("more like this")
     POST   /v1/feedback            {"user_id", "item_id", "event", "value"?} → committed receipt
     PUT    /v1/items               catalogue upsert
     DELETE /v1/users/{user_id}     forget a user
+    GET    /v1/dashboard           the dashboard's data (agent.serve.dashboard)
+    GET    /metrics                Prometheus text format (agent.serve.metrics)
     GET    /healthz                liveness and sizes (no auth)
+    GET    /, /dashboard           the chat page and the dashboard (no auth; their calls carry it)
+
+Every answer that shows items to a signed-in user (recommendations and chat for a ``user_id``/
+``user``, similar items with a ``user_id``) is recorded as impressions in the feedback store, after
+the answer is computed and before it is sent: the online metrics of the dashboard count from them.
 
 The endpoints are plain ``def`` functions, so FastAPI runs the blocking model calls in its thread
-pool; the :class:`Recommender` locks what it mutates. Every error is a JSON body
-``{"error": {"message", "type", "details"}}``: bad payloads are 4xx naming the field, unknown items
-404, and only a bug is a 500. The lifespan closes the feedback store (checkpointing the WAL) and
-the LLM handle when uvicorn shuts down on SIGTERM/SIGINT.
+pool; the :class:`Recommender` locks what it mutates. Every error is one JSON body (4xx naming the
+field for bad payloads; only a bug is a 500: :func:`agent.serve.schemas.add_error_handlers`). The
+lifespan closes the feedback store (checkpointing the WAL) and the LLM handle on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -32,34 +40,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.api import Recommender, UnknownItemError
+from agent.api import Recommender
+from agent.feedback import is_positive
 from agent.llm import LLMError, Message
+from agent.serve.dashboard import add_pages, dashboard_data
+from agent.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware, meter_llm
 from agent.serve.schemas import (
+    ERRORS,
     ChatCompletionRequest,
-    ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForgetResponse,
     HealthResponse,
     ItemsRequest,
     ItemsResponse,
-    RecommendationOut,
     RecommendationRequest,
     RecommendationsResponse,
+    SimilarRequest,
+    SimilarResponse,
+    add_error_handlers,
+    chat_items,
 )
+from retrieval.filters import Filter, merge
 
 log = logging.getLogger(__name__)
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 422, 503)
-}
-
 
 _bearer = HTTPBearer(auto_error=False)  # module level: endpoint annotations resolve in globals
 
@@ -106,21 +115,6 @@ def check_auth_settings(host: str, api_key: str | None, no_auth: bool) -> str | 
     return None
 
 
-def _error(status: int, message: str, kind: str, details: list | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "details": details or []}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _field_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    details, parts = [], []
-    for e in exc.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        details.append({"field": loc, "message": e.get("msg", ""), "type": e.get("type", "")})
-        parts.append(f"{loc}: {e.get('msg', '')}")
-    return "invalid request: " + "; ".join(parts), details
-
-
 def create_app(
     recommender: Recommender,
     *,
@@ -144,6 +138,8 @@ def create_app(
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     closer = _Closer(recommender, *closing)
+    metrics = Metrics(recommender)
+    meter_llm(recommender, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -169,7 +165,10 @@ def create_app(
         if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer)")
 
-    _add_error_handlers(app)
+    add_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    add_pages(app)
+    app.state.metrics = metrics
     agent_lock = threading.Lock()
     agents: list[Any] = []
 
@@ -192,6 +191,7 @@ def create_app(
             n_users=ds.n_users,
             feedback_events=recommender.store.count(),
             llm=recommender.llm is not None,
+            auth=api_key is not None,
         )
 
     auth = [Depends(authorize)]
@@ -213,7 +213,43 @@ def create_app(
             exclude=body.exclude,
             explain=body.explain,
         )
-        return RecommendationsResponse.of(recs)
+        metrics.observe_fallbacks(recs.fallbacks)
+        request_id = shown(body.user_id, [r.item_id for r in recs.items])
+        return RecommendationsResponse.of(recs, recommender.catalogue, request_id)
+
+    def shown(user_id: str | None, item_ids: list[str], request_id: str | None = None) -> str:
+        """Record the impressions of one answer for a signed-in user; returns the request id."""
+        request_id = request_id or uuid.uuid4().hex
+        if user_id and item_ids:
+            try:
+                recommender.store.add_impressions(user_id, item_ids, request_id)
+            except Exception:  # the answer matters more than its telemetry
+                log.exception("recording impressions failed")
+        return request_id
+
+    @app.post(
+        "/v1/similar", response_model=SimilarResponse, dependencies=auth, tags=["recommendations"]
+    )
+    def similar(body: SimilarRequest) -> SimilarResponse:
+        disliked: tuple[str, ...] = ()
+        if body.user_id:
+            cut = recommender.config.positive_rating
+            events = recommender.store.events(body.user_id)
+            disliked = tuple(e.item_id for e in events if not is_positive(e.event, e.value, cut))
+        asked = body.filters.to_filter() if body.filters else None
+        items = recommender.similar_items(
+            body.item_id, body.k, merge(asked, Filter(exclude_ids=disliked))
+        )
+        request_id = shown(body.user_id, [r.item_id for r in items])
+        return SimilarResponse.of(body.item_id, items, recommender.catalogue, request_id)
+
+    @app.get("/v1/dashboard", dependencies=auth, tags=["ops"])
+    def dashboard() -> dict[str, Any]:
+        return dashboard_data(recommender, metrics)
+
+    @app.get("/metrics", dependencies=auth, tags=["ops"], response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=auth, tags=["feedback"])
     def feedback(body: FeedbackRequest) -> FeedbackResponse:
@@ -241,11 +277,13 @@ def create_app(
             if m.role != "tool"
         ]
         reply = chat().reply(messages, user_id=body.user)
+        metrics.observe_fallbacks(reply.fallbacks)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         extra = {
-            "items": [RecommendationOut.of(r).model_dump() for r in reply.items],
+            "items": [it.model_dump() for it in chat_items(reply, recommender.catalogue)],
             "fallbacks": list(reply.fallbacks),
+            "request_id": shown(body.user, [r.item_id for r in reply.items], completion_id),
         }
         if body.stream:
             return StreamingResponse(
@@ -273,42 +311,16 @@ def create_app(
 
 
 def _sse(cid: str, created: int, model: str, text: str, extra: dict) -> Iterator[str]:
-    """The whole answer as one OpenAI ``chat.completion.chunk`` stream (content, stop, [DONE])."""
+    """The answer as an OpenAI ``chat.completion.chunk`` stream: one chunk per line of text, then
+    the stop chunk carrying the items (``hyrec``), then ``[DONE]``."""
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    first = {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+    for n, line in enumerate(text.splitlines(keepends=True) or [""]):
+        delta = {"role": "assistant", "content": line} if n == 0 else {"content": line}
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
     last = {"index": 0, "delta": {}, "finish_reason": "stop"}
-    yield f"data: {json.dumps({**base, 'choices': [first]})}\n\n"
     yield f"data: {json.dumps({**base, 'choices': [last], 'hyrec': extra})}\n\n"
     yield "data: [DONE]\n\n"
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, details = _field_errors(exc)
-        return _error(422, message, "invalid_request_error", details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
-        return _error(exc.status_code, str(exc.detail), kind)
-
-    @app.exception_handler(UnknownItemError)
-    async def unknown_item(request: Request, exc: UnknownItemError) -> JSONResponse:
-        return _error(404, str(exc), "not_found_error")
-
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return _error(400, str(exc), "invalid_request_error")
-
-    @app.exception_handler(LLMError)
-    async def llm_down(request: Request, exc: LLMError) -> JSONResponse:
-        return _error(503, f"the LLM failed: {exc}", "llm_unavailable")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__})", "server_error")
 
 
 def app_from_env() -> FastAPI:

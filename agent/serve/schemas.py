@@ -2,20 +2,31 @@
 
 Requests forbid unknown fields (a misspelt ``"usr_id"`` is a 422 naming it, not a silently
 ignored field), except the OpenAI chat request, which accepts and ignores the many sampling options
-OpenAI clients send. Responses convert from the typed results of :mod:`agent.api`.
+OpenAI clients send. Responses convert from the typed results of :mod:`agent.api`. Every error is
+one body, ``{"error": {"message", "type", "details"}}`` (:func:`add_error_handlers`): bad payloads
+are 4xx naming the field, unknown items 404, an LLM failure 503, and only a bug is a 500.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.api import FeedbackReceipt, Recommendation, Recommendations
+from agent.api import FeedbackReceipt, Recommendation, Recommendations, UnknownItemError
+from agent.chat.answers import ITEM_LINE
 from agent.feedback import EVENTS
-from hyrec.data import Item
+from agent.llm import LLMError
+from hyrec.data import Dataset, Item
 from retrieval.filters import Filter
 
+log = logging.getLogger(__name__)
 Id = Field(min_length=1, max_length=256)
 EventKind = Literal["view", "click", "like", "purchase", "rating", "dislike", "skip"]
 assert set(EventKind.__args__) == set(EVENTS), "EventKind must list agent.feedback.EVENTS"
@@ -66,16 +77,29 @@ class RecommendationOut(BaseModel):
     sources: list[str]
     contributions: dict[str, float]
     reason: str | None = None
+    year: int | None = None
+    genres: list[str] = Field(default_factory=list)
+    category: str | None = None
 
     @classmethod
-    def of(cls, rec: Recommendation) -> RecommendationOut:
+    def of(
+        cls, rec: Recommendation, catalogue: Dataset | None = None, reason: str | None = None
+    ) -> RecommendationOut:
+        """``rec`` as sent; with ``catalogue``, its year, genres and category too (``reason``
+        replaces the item's own)."""
+        index = catalogue.item_index.get(rec.item_id) if catalogue is not None else None
+        item = catalogue.items[index] if index is not None else None
+        category = item.attributes.get("category") if item is not None else None
         return cls(
             item_id=rec.item_id,
             title=rec.title,
             score=_finite(rec.score),
             sources=list(rec.sources),
             contributions={k: _finite(v) for k, v in rec.contributions.items()},
-            reason=rec.reason,
+            reason=reason or rec.reason,
+            year=item.year if item is not None else None,
+            genres=list(item.genres) if item is not None else [],
+            category=str(category) if category else None,
         )
 
 
@@ -84,16 +108,60 @@ class RecommendationsResponse(BaseModel):
     items: list[RecommendationOut]
     fallbacks: list[str] = Field(default_factory=list)
     profile: dict[str, Any] | None = None
+    request_id: str | None = Field(default=None, description="names the impressions recorded")
 
     @classmethod
-    def of(cls, recs: Recommendations) -> RecommendationsResponse:
+    def of(
+        cls, recs: Recommendations, catalogue: Dataset | None = None, request_id: str | None = None
+    ) -> RecommendationsResponse:
         profile = recs.profile.model_dump() if recs.profile is not None else None
         return cls(
             user_id=recs.user_id,
-            items=[RecommendationOut.of(r) for r in recs.items],
+            items=[RecommendationOut.of(r, catalogue) for r in recs.items],
             fallbacks=list(recs.fallbacks),
             profile=profile,
+            request_id=request_id,
         )
+
+
+class SimilarRequest(_Strict):
+    item_id: str = Id
+    k: int = Field(default=5, ge=1, le=100)
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="signed-in user: their dislikes are left out and the answer is an impression",
+    )  # fmt: skip
+    filters: FilterIn | None = None
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    title: str
+    items: list[RecommendationOut]
+    request_id: str | None = None
+
+    @classmethod
+    def of(
+        cls, item_id: str, items: Sequence[Recommendation], ds: Dataset, request_id: str | None
+    ) -> SimilarResponse:
+        """The neighbours of ``item_id``, each with what it shares with it as its reason."""
+        anchor = ds.items[ds.item_index[item_id]]
+        out = []
+        for rec in items:
+            shared = [g for g in ds.items[ds.item_index[rec.item_id]].genres if g in anchor.genres]
+            why = f"{', '.join(shared[:3])} like {anchor.title}" if shared else None
+            out.append(RecommendationOut.of(rec, ds, why or f"close to {anchor.title}"))
+        return cls(item_id=item_id, title=anchor.title, items=out, request_id=request_id)
+
+
+def chat_items(reply: Any, ds: Dataset) -> list[RecommendationOut]:
+    """A chat answer's items, each with the reason its ``"N. Title — reason"`` line gives."""
+    reasons: dict[int, str] = {}
+    for match in ITEM_LINE.finditer(reply.text):
+        _, sep, reason = match.group(2).partition(" — ")
+        if sep and reason.strip():
+            reasons.setdefault(int(match.group(1)), reason.strip())
+    return [RecommendationOut.of(r, ds, reasons.get(n)) for n, r in enumerate(reply.items, 1)]
 
 
 class FeedbackRequest(_Strict):
@@ -156,6 +224,7 @@ class HealthResponse(BaseModel):
     n_users: int
     feedback_events: int
     llm: bool
+    auth: bool = Field(description="whether /v1 needs a bearer token (the web page asks for it)")
 
 
 class ErrorDetail(BaseModel):
@@ -209,3 +278,57 @@ def _finite(x: float) -> float:
     if x != x:
         return 0.0
     return max(min(float(x), 1e30), -1e30)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 422, 503)
+}
+
+
+def error_response(
+    status: int, message: str, kind: str, details: list | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "details": details or []}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    details, parts = [], []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        details.append({"field": loc, "message": e.get("msg", ""), "type": e.get("type", "")})
+        parts.append(f"{loc}: {e.get('msg', '')}")
+    return "invalid request: " + "; ".join(parts), details
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as the one error body (see the module doc)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, details = _field_errors(exc)
+        return error_response(422, message, "invalid_request_error", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        return error_response(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(UnknownItemError)
+    async def unknown_item(request: Request, exc: UnknownItemError) -> JSONResponse:
+        return error_response(404, str(exc), "not_found_error")
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return error_response(400, str(exc), "invalid_request_error")
+
+    @app.exception_handler(LLMError)
+    async def llm_down(request: Request, exc: LLMError) -> JSONResponse:
+        return error_response(503, f"the LLM failed: {exc}", "llm_unavailable")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__})", "server_error")

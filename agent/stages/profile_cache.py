@@ -1,11 +1,19 @@
-"""The interest-profile cache: one entry per pseudonymous user, in memory and on disk.
+"""The interest-profile cache: bounded (LRU), in memory and on disk, erasable per user.
 
-An entry is keyed by (pseudonym, history fingerprint, prompt id, model); a lookup with any other
-key misses, so a profile is recomputed only when the history, the prompt or the model changed.
-The pseudonym is a salted HMAC of the user key (:func:`agent.stages.privacy.pseudonymize`); the
-salt is a random secret kept in ``<cache_dir>/.salt`` (created once, atomically), so raw user ids
-never reach a file name or a prompt. Files are written to a temporary name and renamed into place;
-a cache that cannot be read or written costs a recomputation, never a request.
+An entry is one profile *variant* of one pseudonymous user (the user's own history, or that
+history plus items a request named) and is keyed by (pseudonym, variant, history fingerprint,
+prompt id, model); a lookup with any other key misses, so a profile is recomputed only when the
+history, the prompt or the model changed. The pseudonym is a salted HMAC of the user key
+(:func:`agent.stages.privacy.pseudonymize`); the salt is a random secret kept in
+``<cache_dir>/.salt`` (created once, atomically), so raw user ids never reach a file name or a
+prompt. Files are ``<pseudonym>.<variant>.json``, written to a temporary name and renamed into
+place; a cache that cannot be read or written costs a recomputation, never a request.
+
+* **Bounded**: at most ``max_entries`` profiles in memory and ``max_files`` on disk; the least
+  recently used go first.
+* **Erasure**: :meth:`ProfileCache.forget` drops every variant of the user, in memory and on disk,
+  and bumps the user's generation: a profile that was being computed while the user was forgotten
+  is not written back (:meth:`put` with the generation read before the computation).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 import os
 import secrets
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,43 +37,95 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, ...]  # (pseudonym, fingerprint, prompt id, model)
+Key = tuple[str, ...]  # (pseudonym, variant, fingerprint, prompt id, model)
+MAX_ENTRIES = 10_000  # profiles kept in memory (~2 KB each)
+MAX_FILES = 100_000  # profile files kept on disk
 
 
 class ProfileCache:
     """Profiles by key (module doc); ``cache_dir=None`` keeps them in memory only."""
 
-    def __init__(self, cache_dir: Path | None, salt: str | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path | None,
+        salt: str | None = None,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_files: int = MAX_FILES,
+    ) -> None:
+        if max_entries < 1 or max_files < 1:
+            raise ValueError("ProfileCache: max_entries and max_files must be at least 1")
         self.cache_dir = cache_dir
+        self.max_entries = max_entries
+        self.max_files = max_files
         self._salt = salt or self._load_salt()
-        self._memory: dict[str, tuple[Key, InterestProfile]] = {}  # pseudonym -> (key, profile)
+        self._memory: OrderedDict[tuple[str, str], tuple[Key, InterestProfile]] = OrderedDict()
+        self._generation: dict[str, int] = {}
+        self._files: OrderedDict[str, None] | None = None  # file names, least recently used first
         self._lock = threading.Lock()
 
     def pseudonym(self, user_key: str) -> str:
         return pseudonymize(user_key, self._salt)
 
-    def get(self, key: Key) -> InterestProfile | None:
+    def generation(self, pseudonym: str) -> int:
+        """Bumped by every :meth:`forget` of the user."""
         with self._lock:
-            held = self._memory.get(key[0])
-        if held is not None and held[0] == key:
-            return held[1]
+            return self._generation.get(pseudonym, 0)
+
+    def get(self, key: Key) -> InterestProfile | None:
+        slot = key[:2]
+        with self._lock:
+            held = self._memory.get(slot)
+            if held is not None and held[0] == key:
+                self._memory.move_to_end(slot)
+                return held[1]
         found = self._read_disk(key)
         if found is not None:
-            with self._lock:
-                self._memory[key[0]] = (key, found)
+            self._remember(key, found)
         return found
 
-    def put(self, key: Key, profile: InterestProfile) -> None:
+    def put(self, key: Key, profile: InterestProfile, generation: int | None = None) -> bool:
+        """Store ``profile``; with ``generation``, only if the user was not forgotten since it
+        was read. Returns whether it was stored."""
         with self._lock:
-            self._memory[key[0]] = (key, profile)
+            if generation is not None and self._generation.get(key[0], 0) != generation:
+                return False
+        self._remember(key, profile)
         self._write_disk(key, profile)
+        return True
 
-    def forget(self, pseudonym: str) -> None:
-        """Drop the user's entry, in memory and on disk."""
+    def forget(self, pseudonym: str) -> int:
+        """Drop every variant of the user, in memory and on disk; returns how many were dropped."""
         with self._lock:
-            self._memory.pop(pseudonym, None)
-        if self.cache_dir is not None:
-            (self.cache_dir / f"{pseudonym}.json").unlink(missing_ok=True)
+            self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
+            slots = [s for s in self._memory if s[0] == pseudonym]
+            for s in slots:
+                del self._memory[s]
+        dropped = len(slots)
+        if self.cache_dir is not None and self.cache_dir.is_dir():
+            for path in self.cache_dir.glob(f"{pseudonym}.*json"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    dropped += 1
+                with self._lock:
+                    if self._files is not None:
+                        self._files.pop(path.name, None)
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _remember(self, key: Key, profile: InterestProfile) -> None:
+        with self._lock:
+            self._memory[key[:2]] = (key, profile)
+            self._memory.move_to_end(key[:2])
+            while len(self._memory) > self.max_entries:
+                self._memory.popitem(last=False)
+
+    def _path(self, key: Key) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"{key[0]}.{key[1] or 'own'}.json"
 
     def _load_salt(self) -> str:
         if self.cache_dir is None:
@@ -87,7 +148,7 @@ class ProfileCache:
 
         if self.cache_dir is None:
             return None
-        path = self.cache_dir / f"{key[0]}.json"
+        path = self._path(key)
         try:
             body = json.loads(path.read_text())
             if tuple(body["key"]) != key:
@@ -96,19 +157,35 @@ class ProfileCache:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, ValidationError) as e:
-            log.warning("ignoring unreadable profile cache %s: %s", path, e)
+            log.warning("ignoring unreadable profile cache %s: %s", path.name, e)
             return None
 
     def _write_disk(self, key: Key, profile: InterestProfile) -> None:
         if self.cache_dir is None:
             return
-        path = self.cache_dir / f"{key[0]}.json"
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"key": list(key), "profile": profile.model_dump()}))
             tmp.replace(path)
+            self._evict_files(path.name)
         except OSError as e:  # a cache that cannot be written costs a recomputation, not a request
-            log.warning("could not write the profile cache %s: %s", path, e)
+            log.warning("could not write the profile cache %s: %s", path.name, e)
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+    def _evict_files(self, written: str) -> None:
+        """Keep at most ``max_files`` profile files, removing the least recently written."""
+        with self._lock:
+            if self._files is None:  # first write of this process: what is there, oldest first
+                found = sorted(self.cache_dir.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+                self._files = OrderedDict((p.name, None) for p in found)
+            self._files[written] = None
+            self._files.move_to_end(written)
+            doomed = []
+            while len(self._files) > self.max_files:
+                doomed.append(self._files.popitem(last=False)[0])
+        for name in doomed:
+            with contextlib.suppress(OSError):
+                (self.cache_dir / name).unlink()

@@ -136,19 +136,31 @@ class ProfileService:
     def user_pseudonym(self, user_key: str) -> str:
         return self.cache.pseudonym(user_key)
 
-    def _key(self, pseudonym: str, fingerprint: str) -> tuple[str, ...]:
+    def _key(self, pseudonym: str, variant: str, fingerprint: str) -> tuple[str, ...]:
         prompt_id = self.template.id if self.llm is not None else FALLBACK_VERSION
-        return (pseudonym, fingerprint, prompt_id, self.model)
+        return (pseudonym, variant, fingerprint, prompt_id, self.model)
 
-    def forget(self, user_key: str) -> None:
-        """Drop every cached profile of ``user_key`` (memory and disk)."""
-        self.cache.forget(self.user_pseudonym(user_key))
+    def forget(self, user_key: str) -> int:
+        """Drop every cached profile variant of ``user_key`` (memory and disk); a profile being
+        computed meanwhile is not cached. Returns how many entries were dropped."""
+        return self.cache.forget(self.user_pseudonym(user_key))
 
     # -- profiling ------------------------------------------------------------------------------
-    def profile(self, user_key: str, events: Sequence[ProfileEvent]) -> InterestProfile:
+    def profile(
+        self, user_key: str, events: Sequence[ProfileEvent], variant: str = ""
+    ) -> InterestProfile:
         """The profile of ``user_key`` given ``events`` (any order); cached; never raises on an LLM
-        failure (the fallback profile says why in ``fallback_reason``)."""
-        key = self._key(self.user_pseudonym(user_key), history_fingerprint(events))
+        failure (the fallback profile says why in ``fallback_reason``).
+
+        Args:
+            user_key: Whose profile (pseudonymised before it is stored).
+            events: The history to profile.
+            variant: Another profile of the same user (e.g. with items a request named); every
+                variant is erased with the user.
+        """
+        pseudonym = self.user_pseudonym(user_key)
+        generation = self.cache.generation(pseudonym)
+        key = self._key(pseudonym, variant, history_fingerprint(events))
         with self._lock:
             self.stats["calls"] += 1
         cached = self.cache.get(key)
@@ -163,7 +175,7 @@ class ProfileService:
             if profile.source == "fallback":
                 self.stats["fallbacks"] += 1
         if profile.fallback_reason is None:  # a failure is not cached: the next request retries
-            self.cache.put(key, profile)
+            self.cache.put(key, profile, generation)  # not if the user was forgotten meanwhile
         return profile
 
     def profile_many(

@@ -62,6 +62,56 @@ def attribute_genres(attributes: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in value if isinstance(v, str) and v.strip()))
 
 
+#: Bounds on an item's attributes (what a catalogue upsert may carry).
+MAX_ATTRIBUTES = 64  # keys per item
+MAX_KEY_CHARS = 64
+MAX_TEXT_CHARS = 2_000  # a string value
+MAX_LIST_ITEMS = 100  # entries of a list value (each a short string or a number)
+YEAR_RANGE = (1, 9999)
+
+
+def check_attributes(attributes: Mapping[str, Any]) -> None:
+    """Refuse attributes that no stage could read the same way, naming the key and the limit.
+
+    Values are strings, finite numbers, booleans, ``None`` or flat lists of those (no nesting);
+    ``genres`` / ``categories`` / ``category`` hold a string or a list of strings (the one reading
+    of :func:`attribute_genres`); ``year``, when given, is a whole number in :data:`YEAR_RANGE`.
+
+    Raises:
+        ValueError: the first problem found.
+    """
+    if not isinstance(attributes, Mapping):
+        raise ValueError("attributes must be an object of key → value")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"attributes: {len(attributes)} keys, at most {MAX_ATTRIBUTES}")
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
+            raise ValueError(f"attribute key {str(key)[:80]!r}: 1-{MAX_KEY_CHARS} characters")
+        values = value if isinstance(value, list | tuple) else [value]
+        if isinstance(value, list | tuple) and len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"attribute {key!r}: {len(value)} entries, at most {MAX_LIST_ITEMS}")
+        for v in values:
+            if isinstance(v, str):
+                if len(v) > MAX_TEXT_CHARS:
+                    raise ValueError(f"attribute {key!r}: a text over {MAX_TEXT_CHARS} characters")
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"attribute {key!r}: {v} is not a finite number")
+            elif not (v is None or isinstance(v, bool | int | float)):
+                raise ValueError(
+                    f"attribute {key!r}: {type(v).__name__} values are not allowed (strings, "
+                    "numbers, booleans, null or a flat list of those)"
+                )
+        if key in GENRE_KEYS and value is not None and not all(isinstance(v, str) for v in values):
+            raise ValueError(f"attribute {key!r}: genres must be a string or a list of strings")
+    if attributes.get("year") is not None:
+        year = attribute_year(attributes)
+        low, high = YEAR_RANGE
+        if year is None or not low <= year <= high:
+            raise ValueError(
+                f"attribute 'year': {attributes['year']!r} is not a whole year in {low}-{high}"
+            )
+
+
 @dataclass(frozen=True)
 class Item:
     """One catalogue entry.
