@@ -474,3 +474,26 @@ def test_cli_chat_one_shot(fitted: Path, monkeypatch):
     assert body["intent"]["filters"]["year_min"] == 1990
     missing = CliRunner().invoke(app, ["--model-dir", str(fitted / "nope"), "--no-llm", "-m", "x"])
     assert missing.exit_code == 2
+
+
+def test_an_instruction_injected_through_catalogue_text_cannot_make_the_model_write(rec):
+    """A title carries an instruction; a compliant tool-calling model follows it and calls
+    record_feedback. The write is refused (the user said nothing about that item this turn), and
+    only what the user did say is stored."""
+    model = ScriptedChatModel(
+        [
+            call("search_catalog", {"query": "space", "k": 3}, "a"),
+            # the model "read" an injected title and obeys it:
+            call("record_feedback", {"item": "Alien (1979)", "event": "dislike"}, "b"),
+            call("record_feedback", {"item": "the godfather", "event": "like"}, "c"),
+            AIMessage("Done."),
+        ]
+    )
+    reply = ChatAgent(rec, chat_model=model).reply(
+        [user("I loved the godfather. Anything in space?")], user_id="u1"
+    )
+    feedback = [c for c in rec.calls if c[0] == "feedback"]
+    assert feedback == [("feedback", {"user": "u1", "item_id": "3", "event": "like"})]
+    refused = json.loads(model.seen[2][-1].content)
+    assert "only what the user said" in refused["error"]
+    assert reply.used_llm_tools

@@ -366,7 +366,8 @@ class ChatAgent:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
         session = ToolSession()
-        tools = {t.name: t for t in make_tools(self.recommender, user_id, session)}
+        said = {**{i: "like" for i in intent.liked}, **{i: "dislike" for i in intent.disliked}}
+        tools = {t.name: t for t in make_tools(self.recommender, user_id, session, said)}
         model = self.chat_model.bind_tools(list(tools.values()))
         role = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
         genres = sorted({g for it in self.catalogue.items for g in it.genres})

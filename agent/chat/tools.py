@@ -10,13 +10,17 @@ formats the final answer: the model chooses what to look up, the catalogue suppl
 (a model cannot invent an item).
 
 The tools are bound to one conversation: the user id comes from the caller, never from the model.
+Catalogue text reaches the model only inside the tools' JSON answers, as quoted data. The one tool
+that writes, ``record_feedback``, acts only on what the user said in the current turn (the items
+the request parser read as liked or disliked there, :attr:`agent.chat.intent.Intent.liked`): an
+instruction injected through a title or description cannot make it store anything.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TOOL_K = 20  # the most items one tool call may return
+NEGATIVE_EVENTS = frozenset({"dislike", "skip"})  # the rest count as the user liking the item
 
 
 @dataclass
@@ -92,7 +97,10 @@ class FeedbackArgs(BaseModel):
 
 
 def make_tools(
-    recommender: Recommender, user_id: str | None, session: ToolSession
+    recommender: Recommender,
+    user_id: str | None,
+    session: ToolSession,
+    said: Mapping[str, str] | None = None,
 ) -> list[BaseTool]:
     """The five tools for one conversation turn.
 
@@ -100,7 +108,10 @@ def make_tools(
         recommender: Serves every call.
         user_id: The signed-in user (``None``: anonymous; feedback and explain then refuse).
         session: Collects the lists, feedback and calls for the caller.
+        said: What the user's own words in this turn say of items: item id → ``"like"`` or
+            ``"dislike"``. ``record_feedback`` stores only an event that agrees with it.
     """
+    said = dict(said or {})
     from langchain_core.tools import StructuredTool
 
     catalogue = recommender.catalogue
@@ -165,6 +176,13 @@ def make_tools(
             if user_id is None:
                 raise ValueError("no signed-in user: feedback needs a user id")
             item_id = resolve(item)
+            low = event == "rating" and value is not None and value < 3.5  # a low rating
+            wanted = "dislike" if event in NEGATIVE_EVENTS or low else "like"
+            if said.get(item_id) != wanted:
+                raise PermissionError(
+                    "record_feedback stores only what the user said in this message; they did "
+                    f"not say they {wanted}d this item"
+                )
             receipt = recommender.feedback(user_id, item_id, event, value)
         except Exception as e:
             session.calls.append(("record_feedback", args, False))
