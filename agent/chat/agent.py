@@ -131,12 +131,7 @@ def make_chat_model(
             "chat tool calling needs an OpenAI-compatible server: set HYREC_LLM_BASE_URL "
             "(e.g. a vLLM endpoint) or use HYREC_CHAT_TOOLS=rules"
         )
-    try:
-        from langchain_openai import ChatOpenAI
-    except ImportError as e:
-        raise ImportError(
-            "chat tool calling needs langchain-openai: pip install langchain-openai"
-        ) from e
+    from langchain_openai import ChatOpenAI
     return ChatOpenAI(
         base_url=url,
         model=settings.model,

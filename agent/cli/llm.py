@@ -30,10 +30,8 @@ def vllm_available() -> bool:
     """vLLM is installed and a CUDA GPU is visible."""
     if shutil.which("vllm") is None and importlib.util.find_spec("vllm") is None:
         return False
-    try:
-        import torch
-    except ImportError:
-        return False
+    import torch
+
     return bool(torch.cuda.is_available())
 
 

@@ -1,0 +1,131 @@
+"""Limits before work: a pure ASGI middleware in front of the app.
+
+For every request to a protected path it checks, in this order and before any byte of the body
+is read or parsed:
+
+1. the bearer token (constant-time compare): a request without the right token gets 401 and
+   costs nothing, whatever its size;
+2. the declared body size (``Content-Length``) against ``max_body`` (413);
+3. while the body streams in (chunked uploads declare no length), the running total (413 as soon
+   as it passes the limit; the rest is never buffered).
+
+Pages (``/``, ``/dashboard``, static files) and liveness (``/healthz``) are not protected, so a
+browser can load the page that then asks for the key. Each rejection is a JSON body
+``{"error": {"message", "type", "details"}}`` naming the limit, like every other error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 1_000_000  # bytes of one request body (1 MB)
+
+
+class BodyTooLarge(Exception):
+    """Raised inside the app's receive() when a streamed body passes the limit."""
+
+
+class Limits:
+    """ASGI middleware: auth, then body size (module doc).
+
+    Args:
+        app: The ASGI app behind it.
+        api_key: Bearer token, or ``None`` for no auth.
+        max_body: Largest accepted request body in bytes.
+        protected: Path prefixes that need the token and have a body limit.
+        open_paths: Exact paths under a protected prefix that stay open.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body: int = MAX_BODY,
+        protected: Iterable[str] = ("/v1/", "/metrics", "/docs", "/redoc", "/openapi.json"),
+        open_paths: Iterable[str] = (),
+    ) -> None:
+        if max_body < 1:
+            raise ValueError(f"max_body must be at least 1 byte, got {max_body}")
+        self.app = app
+        self.api_key = api_key
+        self.max_body = max_body
+        self.protected = tuple(protected)
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        guarded = path.startswith(self.protected) and path not in self.open_paths
+        if guarded and self.api_key is not None and not self._authorized(scope):
+            await _reject(send, 401, "unauthorized", "missing or wrong bearer token", auth=True)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await _reject(send, 413, "too_large", self._too_large())
+            return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _reject(send, 413, "too_large", self._too_large())
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    token.strip().encode(), self.api_key.encode()
+                )
+        return False
+
+    def _too_large(self) -> str:
+        return f"request body over the {self.max_body}-byte limit (--max-body)"
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _reject(send: Send, status: int, kind: str, message: str, auth: bool = False) -> None:
+    body = json.dumps({"error": {"message": message, "type": kind, "details": []}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if auth:
+        headers.append((b"www-authenticate", b"Bearer"))
+    headers.append((b"connection", b"close"))  # the unread body is not drained
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
