@@ -3,8 +3,8 @@ report.
 
 ``run_eval`` is what ``hyrec eval`` and ``python -m eval`` call. It writes
 ``<out>/<dataset>/metrics.json`` (protocol, dataset fingerprint, seed, per-model metrics with
-fit/eval seconds, the numbers behind the plots: ``activity`` and ``tradeoff``, see
-:mod:`eval.tradeoff`), the PNGs of :mod:`eval.plots` and ``report.md``, which links them.
+fit/eval seconds, the plots' ``activity`` and ``tradeoff`` numbers from :mod:`eval.tradeoff`), the
+PNGs of :mod:`eval.plots` and ``report.md``, which links them.
 
 Seeds: a model whose fit depends on a seed (``config.seed``: ALS, BPR, LightGCN, SASRec, the
 hybrid) can be fitted ``seeds`` times, from seeds 0, 1, …; its row is then the mean over those fits,

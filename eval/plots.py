@@ -48,8 +48,9 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _seeds_text(report: dict[str, Any]) -> str:
+    """The seeds a row is over: "mean ± sd over seeds 0–2", or "seed 0" (one fit each)."""
     seeds = report.get("model_seeds") or [0]
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± sd over seeds {seeds[0]}–{seeds[-1]}"
 
 
 def plot_ndcg(report: dict[str, Any], path: Path) -> Path:
@@ -61,7 +62,12 @@ def plot_ndcg(report: dict[str, Any], path: Path) -> Path:
     sds = [models[n].get("ndcg@10_sd", 0.0) for n in names]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names) + 2.5), 4.6))
     colors = ["tab:orange" if n == HIGHLIGHT else "tab:blue" for n in names]
-    ax.bar(names, means, yerr=sds, color=colors, capsize=4, error_kw={"elinewidth": 1.2})
+    ax.bar(names, means, color=colors)
+    seeded = [x for x, n in enumerate(names) if "ndcg@10_sd" in models[n]]
+    ax.errorbar(
+        seeded, [means[x] for x in seeded], [sds[x] for x in seeded], fmt="none", ecolor="k",
+        capsize=4, elinewidth=1.2,
+    )  # fmt: skip
     for x, name in enumerate(names):
         per_seed = [f["ndcg@10"] for f in models[name].get("per_seed", [])]
         ax.plot([x] * len(per_seed), per_seed, "k.", markersize=5, zorder=3)
@@ -76,8 +82,8 @@ def plot_ndcg(report: dict[str, Any], path: Path) -> Path:
     fp = report.get("dataset", {})
     users = next(iter(models.values()), {}).get("users", "?")
     ax.set_title(
-        f"{fp.get('name', '')}: test NDCG@10 per model ({users} users; mean ± sd over "
-        f"{_seeds_text(report)}, dots: single seeds)",
+        f"{fp.get('name', '')}: test NDCG@10 per model, {users} users\n"
+        f"seeded models: {_seeds_text(report)}, dots: each seed",
         fontsize=10,
     )
     ax.set_ylabel("NDCG@10")
@@ -96,16 +102,18 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.0, 5.0))
     xs, ys = [p["ild@10"] for p in curve], [p["ndcg@10"] for p in curve]
     ax.plot(xs, ys, "-o", color="tab:blue", markersize=5, label="MMR over the head's top 20")
-    for p in curve:
+    head, llm = t["head"], t.get("llm")
+    every = [*curve, head, *([llm, llm.get("head")] if llm else [])]  # what sets the axes
+    every = [p for p in every if p]
+    for n, ((lam_first, lam_last), (x, y)) in enumerate(_lambda_labels(curve, every)):
         ax.annotate(
-            f"λ={p['lambda']:g}",
-            (p["ild@10"], p["ndcg@10"]),
-            xytext=(5, 4),
+            f"λ={lam_first:g}" if lam_first == lam_last else f"λ={lam_first:g}–{lam_last:g}",
+            (x, y),
+            xytext=(6, 4 if n % 2 == 0 else -11),  # alternate above / below: neighbours crowd
             textcoords="offset points",
             fontsize=7,
             color="tab:blue",
         )
-    head = t["head"]
     ax.plot(
         head["ild@10"],
         head["ndcg@10"],
@@ -113,10 +121,9 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
         color="tab:orange",
         markersize=16,
         markeredgecolor="k",
-        label="head alone (hybrid top 10)",
+        label="head alone: the hybrid's top 10 (= MMR λ=1)",
         zorder=4,
     )
-    llm = t.get("llm")
     if llm:
         n = llm.get("users") or "?"
         ax.plot(
@@ -149,6 +156,27 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _lambda_labels(
+    curve: list[dict[str, Any]], every: list[dict[str, Any]], near: float = 0.03
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """One label per run of consecutive λ whose points lie within ``near`` (a share of the plotted
+    range) of the run's first point: ((first λ, last λ), where to put the label)."""
+    span = [
+        (max(p[k] for p in every) - min(p[k] for p in every)) or 1.0 for k in ("ild@10", "ndcg@10")
+    ]
+    runs: list[list[dict[str, Any]]] = []
+    for p in curve:
+        first = runs[-1][0] if runs else None
+        if first is not None and all(
+            abs(p[k] - first[k]) <= near * s
+            for k, s in zip(("ild@10", "ndcg@10"), span, strict=True)
+        ):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return [((r[0]["lambda"], r[-1]["lambda"]), (r[0]["ild@10"], r[0]["ndcg@10"])) for r in runs]
+
+
 def plot_activity(report: dict[str, Any], path: Path) -> Path:
     """Grouped bars: NDCG@10 per activity bucket, one bar per model (± sd between seeds)."""
     a = report["activity"]
@@ -159,26 +187,26 @@ def plot_activity(report: dict[str, Any], path: Path) -> Path:
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     for j, model in enumerate(models):
         vals = [a["ndcg@10"][model].get(b) for b in buckets]
-        sds = [(a["ndcg@10_sd"].get(model) or {}).get(b) for b in buckets]
+        sd = a["ndcg@10_sd"].get(model)
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(buckets))]
+        heights = [v if v is not None else 0.0 for v in vals]
         ax.bar(
             xs,
-            [v if v is not None else 0.0 for v in vals],
+            heights,
             width,
-            yerr=[s or 0.0 for s in sds],
-            capsize=2,
             color=cmap(j % cmap.N),
             edgecolor="k" if model == HIGHLIGHT else "none",
             linewidth=1.2,
             label=model,
-            error_kw={"elinewidth": 0.8},
         )
+        if sd:  # seeded models only
+            yerr = [sd.get(b) or 0.0 for b in buckets]
+            ax.errorbar(xs, heights, yerr, fmt="none", ecolor="k", capsize=2, elinewidth=0.8)
     labels = [f"{b}\n{a['buckets'][b]['range']}\n{a['buckets'][b]['users']} users" for b in buckets]
     ax.set_xticks(range(len(buckets)), labels)
     ax.set_ylabel("NDCG@10")
     ax.set_title(
-        "Test NDCG@10 by user activity (terciles of history length; "
-        f"mean ± sd over {_seeds_text(report)})",
+        f"Test NDCG@10 by user activity (terciles of history length; {_seeds_text(report)})",
         fontsize=10,
     )
     ax.grid(axis="y", alpha=0.3)
@@ -219,9 +247,12 @@ def markdown(report: dict[str, Any], drawn: dict[str, Path | str]) -> list[str]:
     trade-off and activity figures as tables."""
     lines = ["", "## Plots"]
     for name, (file, alt, _, _) in FIGURES.items():
-        if isinstance(drawn.get(name), Path):
+        result = drawn.get(name)
+        if isinstance(result, Path):
             lines += ["", f"![{alt}]({file})"]
             lines += _TABLES.get(name, lambda _r: [])(report)
+        elif result:
+            lines += ["", f"`{file}` not drawn: {result}."]
     return lines
 
 
@@ -240,14 +271,15 @@ def _tradeoff_table(report: dict[str, Any]) -> list[str]:
 
 
 def _activity_table(report: dict[str, Any]) -> list[str]:
+    """Buckets as rows, models as columns (model rows would read as rows of the main table)."""
     a = report["activity"]
-    buckets = list(a["buckets"])
-    head = [f"{b} ({a['buckets'][b]['range']}, {a['buckets'][b]['users']} users)" for b in buckets]
-    lines = ["", f"Buckets: {a['rule']}.", "", "| model | " + " | ".join(head) + " |"]
-    lines.append("|---|" + "---|" * len(buckets))
-    for model, vals in a["ndcg@10"].items():
-        cells = ["–" if vals.get(b) is None else f"{vals[b]:.4f}" for b in buckets]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    models = list(a["ndcg@10"])
+    lines = ["", f"Buckets: {a['rule']}.", "", "| bucket | users | " + " | ".join(models) + " |"]
+    lines.append("|---|---|" + "---|" * len(models))
+    for b, info in a["buckets"].items():
+        vals = [a["ndcg@10"][m].get(b) for m in models]
+        cells = ["–" if v is None else f"{v:.4f}" for v in vals]
+        lines.append(f"| {b} ({info['range']}) | {info['users']} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -13,9 +13,9 @@ with the ablation's own head row: that benchmark ranks a 60-user sample with its
 **Activity buckets.** The evaluated users are split by the length of the history they are ranked
 from (events before the held-out item, repeats counted) into terciles: *short* (length ≤ the first
 tercile), *medium* (≤ the second) and *long*, plus *cold* for users with no history (served by
-popularity in the hybrid; only a temporal split has them). The cuts come from the history lengths
-alone, before any model is fitted; each model's NDCG@10 is then averaged per bucket from the same
-per-user NDCG@10 whose mean is its ``ndcg@10``.
+popularity in the hybrid; only a temporal split can have them). The cuts come from the history
+lengths alone, before any model is fitted; each model's NDCG@10 is then averaged per bucket from
+the same per-user NDCG@10 whose mean is its ``ndcg@10``.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ class Activity:
 
     def ranges(self) -> dict[str, str]:
         lo, hi = self.cuts
-        long = f"≥ {hi + 1} events"
+        first = int(self.lengths[self.lengths > 0].min(initial=lo))  # the shortest warm history
         return {
             "cold": "0 events",
-            "short": _span(1, lo),
+            "short": _span(first, lo),
             "medium": _span(lo + 1, hi),
-            "long": long,
+            "long": f"≥ {hi + 1} events",
         }
 
 
@@ -105,9 +105,8 @@ def activity_summary(activity: Activity, models: dict[str, dict[str, Any]]) -> d
         "cold: no history",
         "cuts": list(activity.cuts),
         "history_length": {
-            "min": int(activity.lengths.min(initial=0)),
-            "median": float(np.median(activity.lengths)) if len(activity.lengths) else 0.0,
-            "max": int(activity.lengths.max(initial=0)),
+            f: float(getattr(np, f)(activity.lengths)) if len(activity.lengths) else None
+            for f in ("min", "median", "max")
         },
         "buckets": {n: {"range": ranges[n], "users": int(counts[BUCKETS.index(n)])} for n in names},
         "ndcg@10": {},

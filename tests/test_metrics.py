@@ -96,3 +96,19 @@ def test_beyond_accuracy_metrics_on_known_lists():
     pop = np.array([9, 0, 4, 0])
     want = np.mean([-np.log2(10 / 11), -np.log2(1 / 11), -np.log2(10 / 11), -np.log2(5 / 11)])
     assert novelty(recs, pop, n_users=10, k=2) == pytest.approx(want)
+
+
+def test_per_user_metrics_are_each_users_own_and_average_to_the_means(rng):
+    task, exclude, truth = random_task(rng, n_users=23, n_items=40, n_hist=6, n_targets=2)
+    scores = rng.normal(size=(23, 40)).astype(np.float32)
+    means = evaluate(lambda h: scores[h.users], task, ks=(5, 10), batch_size=7)
+    got, per_user = evaluate(
+        lambda h: scores[h.users], task, ks=(5, 10), batch_size=7, per_user=True
+    )
+    assert got == means  # the same numbers as without per_user
+    assert set(per_user) == {f"{m}@{k}" for m in ("ndcg", "hr", "recall", "mrr") for k in (5, 10)}
+    for key, values in per_user.items():
+        assert values.shape == (23,) and float(values.mean()) == pytest.approx(got[key], abs=1e-12)
+    for u in (0, 11, 22):  # each row is that user's own list, in the task's order
+        one = reference(scores[[u]], [exclude[u]], [truth[u]], 10)
+        assert per_user["ndcg@10"][u] == pytest.approx(one["ndcg"], abs=1e-9)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from encoders.text import TextEncoder, TextEncoderConfig
-from eval import harness, plots
+from eval import harness, plots, tradeoff
 from eval.harness import EvalConfig, run_eval
-from hyrec.data import Dataset, Item
+from hyrec.data import Dataset, History, Item
 from retrieval.hybrid import HybridRecommender
 from tests.conftest import cheap_hybrid
 from tests.fakes import HashEmbedder
@@ -152,3 +153,44 @@ def test_plots_redraws_from_metrics_json_and_names_what_needs_a_rerun(run, tmp_p
     assert "tradeoff: not drawn" in out and "hybrid among --models" in out
     assert "activity: not drawn" in out
     assert plots.main(["--report", str(tmp_path / "missing")]) == 2
+
+
+def test_activity_buckets_are_terciles_of_history_length_with_cold_users_apart():
+    lengths = [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    history = History(
+        np.arange(len(lengths)), tuple(np.arange(n, dtype=np.int32) for n in lengths), 10
+    )
+    activity = tradeoff.activity_buckets(history)
+    assert activity.cuts == (3, 6)  # terciles of the 9 warm lengths 1..9
+    assert activity.bucket.tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    summary = tradeoff.activity_summary(activity, {})
+    assert {b: v["users"] for b, v in summary["buckets"].items()} == {
+        "cold": 2,
+        "short": 3,
+        "medium": 3,
+        "long": 3,
+    }
+    assert [v["range"] for v in summary["buckets"].values()] == [
+        "0 events",
+        "1–3 events",
+        "4–6 events",
+        "≥ 7 events",
+    ]
+
+
+def test_mmr_reorders_only_the_scored_items_of_a_window_and_keeps_the_head_at_lambda_one():
+    # items 0-2 share a vector; 8 items scored, the last 4 not (-inf: outside the candidates)
+    vectors = np.eye(10, dtype=np.float32)[[0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    window = np.arange(12)
+    scores = np.array([8, 7, 6, 5, 4, 3, 2, 1, *[-np.inf] * 4], dtype=np.float32)
+    assert tradeoff._mmr_top(window, scores, vectors, 1.0).tolist() == list(range(10))
+    # λ=0: the twins of item 0 come last among the scored items, never after an unscored one
+    diverse = [0, 3, 4, 5, 6, 7, 1, 2, 8, 9]
+    assert tradeoff._mmr_top(window, scores, vectors, 0.0).tolist() == diverse
+    truth = sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 12))
+    sweep = tradeoff.mmr_sweep(window[None], scores[None], truth, vectors, vectors, (0.0, 1.0))
+    head, (div, same) = sweep["head"], sweep["mmr"]
+    assert same == {"lambda": 1.0, **head}
+    assert head["ndcg@10"] == pytest.approx(1 / np.log2(3), abs=1e-5)  # item 1 at rank 2
+    assert div["ndcg@10"] == pytest.approx(1 / np.log2(8), abs=1e-5)  # at rank 7
+    assert div["ild@10"] == head["ild@10"]  # the same ten items, in another order
