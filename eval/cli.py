@@ -1,5 +1,6 @@
 """``python -m eval``: the offline harness's own command line (``hyrec eval`` and ``hyrec bench``
-run it). The only place eval's flags are parsed."""
+run it). The benchmark scripts under eval/ that run alone (``python -m eval.bench_*``,
+``python -m eval.plots``) parse their own few flags with argparse."""
 
 from __future__ import annotations
 
