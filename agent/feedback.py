@@ -25,7 +25,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -186,6 +187,12 @@ class FeedbackStore:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT DISTINCT user_id FROM events")]
 
+    def count_users(self) -> int:
+        """How many users have at least one stored event."""
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(DISTINCT user_id) FROM events").fetchone()
+        return int(row[0])
+
     def count(self, user_id: str | None = None) -> int:
         """Number of stored events (of one user, or of everyone)."""
         with self._lock:
@@ -218,26 +225,33 @@ class FeedbackStore:
     def span(self) -> tuple[float, float] | None:
         """The first and last event time, or None without events."""
         with self._lock:
-            row = self._conn.execute("SELECT MIN(timestamp), MAX(timestamp) FROM events")
-            lo, hi = row.fetchone()
+            lo, hi = self._conn.execute(
+                "SELECT MIN(timestamp), MAX(timestamp) FROM events"
+            ).fetchone()
         return None if lo is None else (float(lo), float(hi))
 
     def forget(self, user_id: str) -> int:
         """Delete every event and impression of ``user_id`` and scrub the freed pages; returns
         how many events."""
+        with self._transaction() as conn:
+            removed = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
+        if self.path is not None:  # copy the zeroed pages back and empty the WAL
+            with self._lock:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(removed)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock: committed at the end, rolled back on any error."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                cur = self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
-                removed = cur.rowcount
-                self._conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
+                yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
-            if self.path is not None:  # copy the zeroed pages back and empty the WAL
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int(removed)
 
     # ---- impressions ----------------------------------------------------------------------------
     def add_impressions(
@@ -255,18 +269,12 @@ class FeedbackStore:
         rows = [(user_id, i, request_id, ts) for i in dict.fromkeys(item_ids)]
         if not rows:
             return 0
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO impressions (user_id, item_id, request_id, timestamp) "
-                    "VALUES (?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO impressions (user_id, item_id, request_id, timestamp) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
         return len(rows)
 
     def impressions(self, user_id: str) -> list[tuple[str, str, float]]:
@@ -327,19 +335,13 @@ class FeedbackStore:
         """Store (or replace) catalogue entries, all in one transaction."""
         now = time.time()
         rows = [(it.item_id, json.dumps(_item_body(it), ensure_ascii=False), now) for it in items]
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO items (item_id, body, updated) VALUES (?, ?, ?) "
-                    "ON CONFLICT(item_id) DO UPDATE SET body = excluded.body, "
-                    "updated = excluded.updated",
-                    rows,
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO items (item_id, body, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(item_id) DO UPDATE SET body = excluded.body, "
+                "updated = excluded.updated",
+                rows,
+            )
         return len(rows)
 
     def items(self) -> list[Item]:

@@ -1,5 +1,6 @@
-"""Feedback: the SQLite store is durable and scrubs forgotten users; events change the next
-recommendation; forget_user removes every trace; catalogue upserts survive a restart."""
+"""Feedback: the SQLite store is durable and scrubs forgotten users; impressions and the online
+rates counted from them; events change the next recommendation; forget_user removes every trace;
+catalogue upserts survive a restart."""
 
 from __future__ import annotations
 
@@ -66,6 +67,78 @@ def test_forget_scrubs_the_user_from_the_database_file(tmp_path):
     assert store.count() == 1 and store.events("secret-user-42") == []
     raw = path.read_bytes() + (tmp_path / "fb.sqlite3-wal").read_bytes()
     assert b"secret-user-42" not in raw
+    store.close()
+
+
+# ---- impressions ----------
+def test_impressions_are_committed_counted_and_scrubbed_with_the_user(tmp_path):
+    path = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(path)
+    assert store.add_impressions("secret-user-42", ["1", "2", "2", "3"], "req-1", 100.0) == 3
+    assert store.add_impressions("other", ["1"], "req-2", 100.0) == 1
+    assert store.add_impressions("other", [], "req-3") == 0
+    with pytest.raises(ValueError, match="user id"):
+        store.add_impressions("", ["1"], "req-4")
+    fresh = sqlite3.connect(str(path))  # committed: another connection sees them at once
+    assert fresh.execute("SELECT COUNT(*) FROM impressions").fetchone()[0] == 4
+    fresh.close()
+    assert store.impressions("secret-user-42") == [
+        ("1", "req-1", 100.0), ("2", "req-1", 100.0), ("3", "req-1", 100.0),
+    ]  # fmt: skip
+    store.add("secret-user-42", "1", "like")
+    assert store.forget("secret-user-42") == 1  # events removed; impressions go with them
+    assert store.impressions("secret-user-42") == [] and store.count_impressions() == 1
+    raw = path.read_bytes() + (tmp_path / "fb.sqlite3-wal").read_bytes()
+    assert b"secret-user-42" not in raw
+    store.close()
+
+
+def test_online_rates_count_what_followed_an_impression_within_the_horizon():
+    store = FeedbackStore()
+    assert store.online_rates()["hit_rate"] == 0.0 and store.online_rates()["shown"] == 0
+    store.add_impressions("a", ["1", "2", "3", "4"], "r1", timestamp=1000.0)
+    store.add_impressions("a", ["1"], "r2", timestamp=1500.0)  # shown again: still one pair
+    store.add_impressions("b", ["1"], "r3", timestamp=1000.0)
+    store.add("a", "1", "like", timestamp=1200.0)  # a hit
+    store.add("a", "2", "click", timestamp=1000.0 + 2 * 86_400)  # too late: no hit
+    store.add("a", "3", "dislike", timestamp=1100.0)
+    store.add("a", "9", "like", timestamp=1100.0)  # never shown: not counted
+    store.add("b", "1", "like", timestamp=900.0)  # before it was shown: not a hit
+    rates = store.online_rates(horizon_seconds=86_400)
+    assert rates == {
+        "shown": 5, "hits": 1, "dislikes": 1, "hit_rate": 0.2, "dislike_rate": 0.2,
+    }  # fmt: skip
+    assert store.online_rates(horizon_seconds=3 * 86_400)["hits"] == 2
+    assert store.counts_by_event() == {"like": 3, "click": 1, "dislike": 1}
+    assert store.span() == (900.0, 1000.0 + 2 * 86_400)
+
+
+def test_timeline_buckets_events_by_kind():
+    store = FeedbackStore()
+    assert store.span() is None and store.timeline(60) == []
+    for ts, event in ((0.0, "like"), (30.0, "like"), (59.0, "dislike"), (125.0, "like")):
+        store.add("a", "1", event, timestamp=ts)
+    assert store.timeline(60) == [(0.0, "dislike", 1), (0.0, "like", 2), (120.0, "like", 1)]
+    with pytest.raises(ValueError, match="bucket_seconds"):
+        store.timeline(0)
+
+
+def test_a_database_from_before_impressions_opens_and_keeps_its_events(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(str(path))
+    conn.executescript(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
+        "item_id TEXT NOT NULL, event TEXT NOT NULL, value REAL, timestamp REAL NOT NULL);"
+        "CREATE TABLE items (item_id TEXT PRIMARY KEY, body TEXT NOT NULL, updated REAL NOT NULL);"
+        "INSERT INTO events (user_id, item_id, event, value, timestamp) "
+        "VALUES ('a', '1', 'like', NULL, 5.0);"
+    )
+    conn.commit()
+    conn.close()
+    store = FeedbackStore(path)
+    assert store.count() == 1 and store.count_impressions() == 0
+    store.add_impressions("a", ["1"], "r")
+    assert store.online_rates()["shown"] == 1
     store.close()
 
 

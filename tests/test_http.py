@@ -1,10 +1,12 @@
-"""The HTTP server: auth, typed answers, 4xx (never 500) for bad payloads, OpenAI-compatible chat,
+"""The HTTP server: auth, typed answers, 4xx (never 500) for bad payloads, OpenAI-compatible chat
+with the items as data, more like this, impressions, Prometheus metrics and the dashboard's data,
 durability under SIGKILL, and (integration) the whole loop with the embedded LLM."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -19,11 +22,17 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
-from agent.api import Recommender
+from agent.api import Recommendation, Recommender
 from agent.feedback import event_ids
+from agent.llm import LLMTimeout
 from agent.serve.app import check_auth_settings, create_app, is_loopback
+from agent.serve.metrics import fallback_labels
+from agent.serve.schemas import chat_items
 from encoders.text import TextEncoder, TextEncoderConfig
+from hyrec.data.snapshot import load_snapshot
+from tests.fakes import ScriptedLLM
 from tests.test_api import block, build_model, fake_encoder
 
 KEY = "test-key"
@@ -64,6 +73,7 @@ def client(saved, tmp_path):
     )
     app = create_app(model, api_key=KEY, chat_agent=FakeChat)
     with TestClient(app, raise_server_exceptions=False) as c:
+        c.recommender = model
         yield c
 
 
@@ -75,12 +85,22 @@ def test_health_needs_no_key_and_reports_sizes(client):
         "n_users": 40,
         "feedback_events": 0,
         "llm": False,
+        "auth": True,
     }
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
-def test_v1_needs_the_api_key(client, headers):
-    r = client.post("/v1/recommendations", json={"user_id": "u0"}, headers=headers)
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/recommendations", {"user_id": "u0"}),
+        ("post", "/v1/similar", {"item_id": "1"}),
+        ("get", "/v1/dashboard", None),
+        ("get", "/metrics", None),
+    ],
+)
+def test_v1_needs_the_api_key(client, headers, method, path, body):
+    r = client.request(method, path, json=body, headers=headers)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert "API key" in r.json()["error"]["message"]
 
@@ -90,9 +110,11 @@ def test_recommendations_answer_typed_items(client):
     assert r.status_code == 200
     body = r.json()
     assert body["user_id"] == "u1" and len(body["items"]) == 4 and body["fallbacks"] == []
+    fields = {"item_id", "title", "score", "sources", "contributions", "reason"}
     for it in body["items"]:
-        assert set(it) == {"item_id", "title", "score", "sources", "contributions", "reason"}
+        assert set(it) == fields | {"year", "genres", "category"}
         assert it["sources"] and isinstance(it["reason"], str)
+        assert it["year"] == 1990 + int(it["item_id"]) and it["genres"] == [block(it["item_id"])]
     assert [block(it["item_id"]) for it in body["items"]].count("B") >= 3
 
 
@@ -155,6 +177,14 @@ BAD = [
     ),
     ("put", "/v1/items", {"items": [{"item_id": "x"}]}, 422, "items.0.title: Field required"),
     ("get", "/v1/nothing-here", None, 404, "Not Found"),
+    ("post", "/v1/similar", {}, 422, "item_id: Field required"),
+    ("post", "/v1/similar", {"item_id": "999"}, 404, "'999'"),
+    ("post", "/v1/similar", {"item_id": "1", "k": 0}, 422, "k: Input should be"),
+    ("post", "/v1/similar", {"item_id": "1", "user": "a"}, 422, "user: Extra inputs"),
+    ("post", "/v1/similar", {"item_id": "1", "user_id": ""}, 422, "user_id"),
+    ("post", "/v1/similar", {"item_id": ["1"]}, 422, "item_id"),
+    ("post", "/v1/similar", {"item_id": "1", "filters": {"year_min": "x"}}, 422, "year_min"),
+    ("get", "/v1/dashboard?x=1", None, 200, ""),  # unknown query parameters are ignored
 ]
 
 
@@ -162,8 +192,9 @@ BAD = [
 def test_bad_payloads_get_4xx_with_a_message(client, method, path, body, status, message):
     r = client.request(method, path, json=body, headers=AUTH)
     assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert message in error["message"] and error["type"]
+    if status >= 400:
+        error = r.json()["error"]
+        assert message in error["message"] and error["type"]
 
 
 def test_malformed_json_is_a_422_not_a_500(client):
@@ -205,7 +236,10 @@ payloads = st.fixed_dictionaries({}, optional=fields) | json_values
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(body=payloads, path=st.sampled_from(["/v1/feedback", "/v1/recommendations", "/v1/items"]))
+@given(
+    body=payloads,
+    path=st.sampled_from(["/v1/feedback", "/v1/recommendations", "/v1/items", "/v1/similar"]),
+)
 def test_no_payload_gives_a_500(client, body, path):
     method = "put" if path == "/v1/items" else "post"
     r = client.request(method, path, json=body, headers=AUTH)
@@ -246,8 +280,6 @@ items_payloads = (
 @pytest.fixture
 def own_client(saved, tmp_path):
     """A client over a copy of the saved model: accepted upserts must not reach other tests."""
-    import shutil
-
     folder, cache = saved
     shutil.copytree(folder, tmp_path / "model")
     model = Recommender.load(
@@ -320,6 +352,7 @@ def test_chat_streaming_is_server_sent_events(client):
     assert chunks[0]["object"] == "chat.completion.chunk"
     assert chunks[0]["choices"][0]["delta"]["content"].startswith("Try: ")
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert len(chunks[-1]["hyrec"]["items"]) == 3 and "hyrec" not in chunks[0]
 
 
 def test_openapi_docs_list_every_endpoint(client):
@@ -327,6 +360,241 @@ def test_openapi_docs_list_every_endpoint(client):
     for p in ("/v1/recommendations", "/v1/chat/completions", "/v1/feedback", "/v1/items"):
         assert p in paths
     assert "/v1/users/{user_id}" in paths and "/healthz" in paths
+    assert {"/v1/similar", "/v1/dashboard", "/metrics"} <= set(paths)
+
+
+# ---- items as data, impressions, more like this ----------
+def test_chat_items_carry_the_reason_their_line_gives_and_the_catalogue_facts(saved):
+    ds = load_snapshot(saved[0] / "data")
+    recs = tuple(
+        Recommendation(i, f"Beta story {i}", 1.0, ("als",), {}, None) for i in ("13", "14")
+    )
+    text = "2 picks — B:\n1. Beta story 13 — B as asked\n2. Beta story 14 — close to X\nNote: n."
+    items = chat_items(FakeReply(text, recs), ds)
+    assert [it.reason for it in items] == ["B as asked", "close to X"]
+    assert items[0].year == 2003 and items[0].genres == ["B"] and items[0].sources == ["als"]
+
+
+def test_chat_answers_carry_items_as_data_and_count_as_impressions(client):
+    body = {"messages": [{"role": "user", "content": "something fun"}], "user": "chatter"}
+    out = client.post("/v1/chat/completions", json=body, headers=AUTH).json()
+    items, store = out["hyrec"]["items"], client.recommender.store
+    assert len(items) == 3 and out["hyrec"]["request_id"] == out["id"]
+    for it in items:
+        assert {"item_id", "title", "year", "genres", "reason", "sources"} <= set(it)
+        assert it["year"] == 1990 + int(it["item_id"]) and it["genres"]
+    shown = store.impressions("chatter")
+    assert [i for i, _, _ in shown] == [it["item_id"] for it in items]
+    assert {r for _, r, _ in shown} == {out["id"]}
+
+
+def test_answers_to_signed_in_users_are_recorded_as_impressions(client):
+    store = client.recommender.store
+    body = {"user_id": "imp", "k": 4, "explain": False}
+    rec = client.post("/v1/recommendations", json=body, headers=AUTH).json()
+    shown = store.impressions("imp")
+    assert [i for i, _, _ in shown] == [it["item_id"] for it in rec["items"]]
+    assert {r for _, r, _ in shown} == {rec["request_id"]}
+    client.post("/v1/recommendations", json={"k": 4, "explain": False}, headers=AUTH)
+    assert store.count_impressions() == 4  # an anonymous answer shows nobody anything
+    assert client.delete("/v1/users/imp", headers=AUTH).status_code == 200
+    assert store.impressions("imp") == [] and store.count_impressions() == 0
+
+
+def test_more_like_this_leaves_out_the_users_dislikes(client):
+    def similar(**extra):
+        r = client.post("/v1/similar", json={"item_id": "13", "k": 5, **extra}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    before = similar()
+    ids = [it["item_id"] for it in before["items"]]
+    assert before["item_id"] == "13" and before["title"] == "Beta story 13" and len(ids) == 5
+    assert "13" not in ids and [block(i) for i in ids].count("B") >= 4
+    assert all(it["reason"] and it["genres"] for it in before["items"])
+    assert before["items"][0]["reason"] == "B like Beta story 13"
+    r = client.post(
+        "/v1/feedback", json={"user_id": "sim", "item_id": ids[0], "event": "dislike"}, headers=AUTH
+    )
+    assert r.status_code == 200
+    after = similar(user_id="sim")
+    assert ids[0] not in [it["item_id"] for it in after["items"]] and len(after["items"]) == 5
+    shown = client.recommender.store.impressions("sim")
+    assert [i for i, _, _ in shown] == [it["item_id"] for it in after["items"]]
+    assert similar()["items"] == before["items"]  # anonymous: nothing left out
+
+
+# ---- metrics and the dashboard ----------
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def totals(family, *labels: str) -> dict:
+    return {
+        tuple(s.labels[k] for k in labels): s.value
+        for s in family.samples
+        if s.name.endswith("_total") or s.name == family.name
+    }
+
+
+def test_metrics_parse_as_prometheus_text_with_route_templates(client):
+    client.post(
+        "/v1/recommendations", json={"user_id": "m1", "k": 3, "explain": False}, headers=AUTH
+    )
+    for item, event in (("3", "like"), ("4", "dislike")):
+        body = {"user_id": "m1", "item_id": item, "event": event}
+        assert client.post("/v1/feedback", json=body, headers=AUTH).status_code == 200
+    client.delete("/v1/users/secret-id-77", headers=AUTH)
+    client.get("/v1/nothing-here", headers=AUTH)
+    r = client.get("/metrics", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "secret-id-77" not in r.text and "m1" not in r.text  # never an id in a label
+    got = families(r.text)
+    requests = totals(got["hyrec_http_requests"], "method", "route", "status")
+    assert requests[("POST", "/v1/recommendations", "200")] == 1
+    assert requests[("POST", "/v1/feedback", "200")] == 2
+    assert requests[("DELETE", "/v1/users/{user_id}", "200")] == 1
+    assert requests[("GET", "unmatched", "404")] == 1
+    latency = got["hyrec_http_request_duration_seconds"].samples
+    count = [
+        s for s in latency if s.name.endswith("_count") and s.labels["route"] == "/v1/feedback"
+    ]
+    assert count[0].value == 2
+    assert totals(got["hyrec_feedback_events"], "event") == {("like",): 1, ("dislike",): 1}
+    assert got["hyrec_catalogue_items"].samples[0].value == 24
+    assert totals(got["hyrec_users"], "kind") == {("snapshot",): 40, ("feedback",): 1}
+    assert got["hyrec_impressions"].samples[0].value == 3
+    for name in ("hyrec_profile_cache_hits", "hyrec_profile_cache_misses", "hyrec_llm_up"):
+        assert got[name].samples[0].value == 0  # no LLM, no profiles
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics(client, saved, tmp_path):
+    folder, cache = saved
+    model = Recommender.load(
+        folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "other.sqlite3"
+    )
+    with TestClient(create_app(model, api_key=KEY)) as c:
+        c.get("/healthz")
+        mine = families(c.get("/metrics", headers=AUTH).text)["hyrec_http_requests"]
+    theirs = families(client.get("/metrics", headers=AUTH).text)["hyrec_http_requests"]
+    assert totals(mine, "route")[("/healthz",)] == 1
+    assert ("/healthz",) not in totals(theirs, "route")
+
+
+@pytest.mark.parametrize(
+    ("line", "labels"),
+    [
+        ("rerank: LLM timeout: slow; used mmr", ("rerank", "timeout")),
+        ("profile: LLM unavailable (skipping calls); used the attribute-based profile",
+         ("profile", "unavailable")),
+        ("reasons: 3 LLM reason(s) failed ('reason' is not a sentence about the item: 'X'); "
+         "used similarity-based reasons", ("reasons", "invalid")),
+        ("llm tools: APIConnectionError: Connection refused; used rules",
+         ("llm_tools", "unavailable")),
+        ("reasons: 1 LLM reason(s) failed ('because' must be a history number 1..5, got 9); "
+         "used similarity-based reasons", ("reasons", "invalid")),
+        ("reasons: 2 LLM reason(s) failed (this request's LLM time budget is spent); used …",
+         ("reasons", "timeout")),
+        ("search: RuntimeError: boom", ("search", "error")),
+        ("a new stage 123: whatever", ("other", "error")),
+    ],
+)  # fmt: skip
+def test_fallback_lines_become_a_small_label_set(line, labels):
+    assert fallback_labels(line) == labels
+
+
+def test_llm_calls_and_fallbacks_are_counted_by_outcome_and_reason(saved, tmp_path):
+    folder, cache = saved
+    llm = ScriptedLLM([LLMTimeout("slow")], repeat_last=True)
+    model = Recommender.load(
+        folder, llm=llm, encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    )
+    with TestClient(create_app(model, api_key=KEY)) as c:
+        recs = c.post("/v1/recommendations", json={"user_id": "u1", "k": 3}, headers=AUTH).json()
+        got = families(c.get("/metrics", headers=AUTH).text)
+        dash = c.get("/v1/dashboard", headers=AUTH).json()
+    assert recs["fallbacks"] and llm.calls
+    assert totals(got["hyrec_llm_calls"], "outcome") == {("timeout",): len(llm.calls)}
+    fallbacks = totals(got["hyrec_fallbacks"], "stage", "reason")
+    assert sum(fallbacks.values()) == len(recs["fallbacks"])
+    assert {stage for stage, _ in fallbacks} <= {"profile", "rerank", "reasons"}
+    assert ("rerank", "timeout") in fallbacks
+    assert got["hyrec_profile_calls"].samples[0].value >= 1
+    assert dash["llm"]["configured"] and dash["llm"]["model"] == "scripted"
+    assert dash["llm"]["calls"] == {"timeout": len(llm.calls)} and dash["llm"]["p50"] is not None
+    assert dash["llm"]["fallbacks"]["rerank"]["timeout"] >= 1
+
+
+def test_dashboard_counts_feedback_impressions_and_names_the_model(client):
+    body = {"user_id": "d1", "k": 4, "explain": False}
+    ids = [
+        it["item_id"]
+        for it in client.post("/v1/recommendations", json=body, headers=AUTH).json()["items"]
+    ]
+    not_shown = next(str(i) for i in range(24) if str(i) not in ids)
+    for item, event in ((ids[0], "like"), (ids[1], "dislike"), (not_shown, "like")):
+        body = {"user_id": "d1", "item_id": item, "event": event}
+        assert client.post("/v1/feedback", json=body, headers=AUTH).status_code == 200
+    d = client.get("/v1/dashboard", headers=AUTH).json()
+    assert d["catalogue"] == {"n_items": 24, "n_users": 40, "feedback_users": 1}
+    assert d["feedback"]["total"] == 3 and d["feedback"]["by_event"] == {"like": 2, "dislike": 1}
+    timeline = d["feedback"]["timeline"]
+    assert timeline["bucket_seconds"] == 60 and set(timeline["kinds"]) == {"like", "dislike"}
+    assert sum(sum(b["counts"].values()) for b in timeline["buckets"]) == 3
+    online = d["online"]
+    assert online["impressions"] == 4 and online["shown"] == 4
+    assert (online["hits"], online["dislikes"]) == (1, 1) and online["hit_rate"] == 0.25
+    m = d["model"]
+    assert m["components"] == list(client.recommender.hybrid.config.components)
+    assert m["head"] in ("lightgbm", "mlp") and 0 <= m["valid_ndcg@10"] <= 1
+    assert m["dataset"]["name"] == "checkerboard" and m["dataset"]["n_items"] == 24
+    assert m["dataset"]["sha256"] and m["fitted_at_source"] == "saved"
+    assert datetime.fromisoformat(m["fitted_at"]).tzinfo is not None
+    assert d["requests"]["POST /v1/recommendations"]["count"] == 1
+    assert d["requests"]["POST /v1/recommendations"]["p99"] > 0
+    assert d["llm"] == {**d["llm"], "configured": False, "reachable": False, "model": None}
+
+
+def test_old_model_folders_get_their_file_time_and_a_resave_keeps_the_fit_date(saved, tmp_path):
+    folder, cache = saved
+    shutil.copytree(folder, tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "hybrid.json").read_text())
+    fitted = meta["fit_report"].pop("fitted_at")
+    (tmp_path / "old" / "hybrid.json").write_text(json.dumps(meta))
+    model = Recommender.load(tmp_path / "old", encoder=fake_encoder(cache))
+    with TestClient(create_app(model, api_key=KEY)) as c:
+        m = c.get("/v1/dashboard", headers=AUTH).json()["model"]
+    assert m["fitted_at_source"] == "file time" and m["fitted_at"]
+    again = Recommender.load(folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "f.db")
+    again.save(tmp_path / "resaved")
+    again.close()
+    meta = json.loads((tmp_path / "resaved" / "hybrid.json").read_text())
+    assert meta["fit_report"]["fitted_at"] == fitted
+
+
+def test_without_auth_on_loopback_the_page_and_its_calls_just_work(saved, tmp_path):
+    folder, cache = saved
+    model = Recommender.load(folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "f.db")
+    with TestClient(create_app(model, api_key=None)) as c:
+        assert c.get("/healthz").json()["auth"] is False  # so the page asks for no key
+        assert c.get("/").status_code == 200
+        assert c.get("/v1/dashboard").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+def test_pages_load_without_a_key_under_a_strict_content_policy(client):
+    for path in ("/", "/dashboard"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        policy = r.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    page = client.get("/").text + client.get("/static/app.js").text
+    for hook in ("chat-input", "chat-send", "chat-message", "rec-card", "rec-title", "rec-reason",
+                 "rec-like", "rec-dislike", "rec-more", "user-id", "user-load", "feedback-saved",
+                 "api-key"):  # fmt: skip
+        assert f'"{hook}"' in page or f"={hook}]" in page, hook
+    for name in ("api.js", "app.js", "dashboard.js", "style.css", "favicon.svg"):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and "cdn" not in r.text.lower()
 
 
 def test_auth_can_be_off_only_on_loopback():

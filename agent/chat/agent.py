@@ -132,6 +132,7 @@ def make_chat_model(
             "(e.g. a vLLM endpoint) or use HYREC_CHAT_TOOLS=rules"
         )
     from langchain_openai import ChatOpenAI
+
     return ChatOpenAI(
         base_url=url,
         model=settings.model,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ PAGE_HEADERS = {
 #: Bucket sizes the feedback timeline picks from (seconds).
 BUCKETS = (60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400, 30 * 86_400)
 MAX_BUCKETS = 48
+MIN_BUCKETS = 12
 HORIZON_SECONDS = 86_400.0  # an event counts for an impression within a day of it
 
 
@@ -100,21 +102,24 @@ def model_info(recommender: Any) -> dict[str, Any]:
     }
 
 
-def timeline(store: Any) -> dict[str, Any]:
-    """Feedback events per time bucket and kind, every bucket from the first event to the last
-    (empty ones included)."""
+def timeline(store: Any, now: float | None = None) -> dict[str, Any]:
+    """Feedback events per time bucket and kind, every bucket (empty ones too) from the first event
+    to now: at least :data:`MIN_BUCKETS` of them, at most :data:`MAX_BUCKETS` (the bucket grows
+    with the span; past the largest bucket, the oldest events are left out)."""
     span = store.span()
     if span is None:
         return {"bucket_seconds": BUCKETS[0], "kinds": [], "buckets": []}
-    lo, hi = span
+    lo, hi = span[0], max(span[1], time.time() if now is None else now)
     size = next((b for b in BUCKETS if (hi - lo) / b < MAX_BUCKETS), BUCKETS[-1])
-    first = math.floor(lo / size) * size
-    n = int((math.floor(hi / size) * size - first) // size) + 1
-    buckets = [{"start": first + i * size, "counts": {}} for i in range(min(n, MAX_BUCKETS + 1))]
+    last = math.floor(hi / size) * size
+    first = max(math.floor(lo / size) * size, last - (MAX_BUCKETS - 1) * size)
+    first = min(first, last - (MIN_BUCKETS - 1) * size)
+    n = int(round((last - first) / size)) + 1
+    buckets: list[dict[str, Any]] = [{"start": first + i * size, "counts": {}} for i in range(n)]
     kinds: set[str] = set()
     for start, event, count in store.timeline(size):
         i = int(round((start - first) / size))
-        if 0 <= i < len(buckets):
+        if 0 <= i < n:
             buckets[i]["counts"][event] = count
             kinds.add(event)
     return {"bucket_seconds": size, "kinds": sorted(kinds), "buckets": buckets}
@@ -123,9 +128,6 @@ def timeline(store: Any) -> dict[str, Any]:
 def llm_info(recommender: Any, metrics: Metrics) -> dict[str, Any]:
     guard = recommender.llm
     summary = metrics.llm_summary()
-    fallbacks: dict[str, dict[str, int]] = {}
-    for (stage, reason), n in sorted(metrics.fallback_counts.items()):
-        fallbacks.setdefault(stage, {})[reason] = n
     last = summary.pop("last")
     return {
         "configured": guard is not None,
@@ -133,7 +135,7 @@ def llm_info(recommender: Any, metrics: Metrics) -> dict[str, Any]:
         "model": getattr(guard, "name", None) if guard is not None else None,
         "last_call": {"outcome": last[0], "at": last[1]} if last else None,
         **summary,
-        "fallbacks": fallbacks,
+        "fallbacks": metrics.fallback_summary(),
     }
 
 
@@ -147,7 +149,7 @@ def dashboard_data(recommender: Any, metrics: Metrics) -> dict[str, Any]:
         "catalogue": {
             "n_items": ds.n_items,
             "n_users": ds.n_users,
-            "feedback_users": len(store.users()),
+            "feedback_users": store.count_users(),
         },
         "feedback": {
             "total": store.count(),

@@ -6,9 +6,9 @@ one, so several apps in one process do not clash) with:
 
 * ``hyrec_http_requests_total{method, route, status}`` and
   ``hyrec_http_request_duration_seconds{method, route}``: per endpoint, labelled with the route
-  template (``/v1/users/{user_id}``), never a raw path; requests that match no route are
-  ``route="unmatched"``. Measured by :class:`MetricsMiddleware` (plain ASGI, so a streamed answer
-  is timed to its last byte).
+  template (``/v1/users/{user_id}``), never a raw path; files under a mount are
+  ``/static/{path}`` and requests that match no route ``route="unmatched"``. Measured by
+  :class:`MetricsMiddleware` (plain ASGI, so a streamed answer is timed to its last byte).
 * ``hyrec_llm_calls_total{outcome}`` and ``hyrec_llm_call_duration_seconds``: calls that reached
   the LLM backend, by :func:`outcome` (ok, timeout, unavailable, invalid, error), counted by
   :class:`MeteredLLM` inside the recommender's guard (calls the guard refuses never reach it).
@@ -46,7 +46,7 @@ _REASON_WORDS = (  # first match wins
     ("timeout", re.compile(r"time(d)? ?out|budget", re.I)),
     ("unavailable", re.compile(r"unavailable|connect|refused|unreachable|down\b", re.I)),
     ("invalid", re.compile(r"invalid|not a sentence|unusable|pars|json|rejected|bad output|"
-                           r"restat|label|validat|empty", re.I)),
+                           r"restat|label|validat|empty|must be|schema|expected", re.I)),
 )  # fmt: skip
 
 
@@ -110,7 +110,7 @@ class Metrics:
         self._routes: dict[str, deque[float]] = {}
         self._llm: deque[float] = deque(maxlen=_RECENT)
         self.llm_last: tuple[str, float] | None = None  # (outcome, wall time) of the latest call
-        self.fallback_counts: dict[tuple[str, str], int] = {}
+        self._fallbacks: dict[tuple[str, str], int] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -131,7 +131,16 @@ class Metrics:
             labels = fallback_labels(line)
             self.fallbacks.labels(*labels).inc()
             with self._lock:
-                self.fallback_counts[labels] = self.fallback_counts.get(labels, 0) + 1
+                self._fallbacks[labels] = self._fallbacks.get(labels, 0) + 1
+
+    def fallback_summary(self) -> dict[str, dict[str, int]]:
+        """Fallbacks since start: stage → reason class → count."""
+        with self._lock:
+            counts = sorted(self._fallbacks.items())
+        out: dict[str, dict[str, int]] = {}
+        for (stage, reason), n in counts:
+            out.setdefault(stage, {})[reason] = n
+        return out
 
     def request_latency(self) -> dict[str, dict[str, Any]]:
         """Per ``"METHOD /route"``: requests seen and the p50/p99 of the recent ones (seconds)."""
@@ -183,7 +192,7 @@ class StateCollector:
         )
         users = GaugeMetricFamily("hyrec_users", "Users by where they are known", labels=["kind"])
         users.add_metric(["snapshot"], ds.n_users)
-        users.add_metric(["feedback"], len(rec.store.users()))
+        users.add_metric(["feedback"], rec.store.count_users())
         yield users
         events = CounterMetricFamily(
             "hyrec_feedback_events", "Stored feedback events by kind", labels=["event"]
@@ -268,7 +277,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(scope.get("route"), "path", None)
+            if template is None:  # a mounted app (the static files) sets no route, only its root
+                mounted = "endpoint" in scope and scope.get("root_path")
+                template = f"{scope['root_path']}/{{path}}" if mounted else "unmatched"
             seconds = time.perf_counter() - t0
             self.metrics.observe_request(scope.get("method", ""), template, status[0], seconds)
