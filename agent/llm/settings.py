@@ -11,8 +11,10 @@ explicit one is. Example::
     model = "Qwen/Qwen2.5-7B-Instruct"
     timeout = 20
 
-With no ``base_url`` hyrec starts the embedded llama.cpp server with the packaged SmolLM2 model
-(see :mod:`agent.llm.embedded`).
+With no ``base_url`` hyrec runs the packaged SmolLM2 model itself (``backend = "auto"``, the
+default): llama.cpp's server when llama-cpp-python is installed (the ``hyrec[llamacpp]`` extra,
+:mod:`agent.llm.embedded`), else in-process with transformers
+(:mod:`agent.llm.transformers_backend`). See :func:`agent.llm.connect.choose_backend`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from typing import Any, Literal
 import platformdirs
 import pydantic
 
-Backend = Literal["openai", "transformers"]
+#: "auto": base_url if set, else the embedded llama.cpp server if installed, else transformers;
+#: "openai": base_url, else the embedded llama.cpp server (never transformers);
+#: "transformers": in-process, whatever base_url says.
+Backend = Literal["auto", "openai", "transformers"]
 JsonFormat = Literal["auto", "json_schema", "json_object"]
 
 ENV_PREFIX = "HYREC_LLM_"
@@ -50,7 +55,9 @@ class LLMSettings:
     # calls in flight: 1 for llama-cpp-python's server, which runs one request at a time and keeps
     # working on calls a client gave up on (queued timeouts pile up); raise it for vLLM (batches)
     max_concurrency: int = 1
-    backend: Backend = "openai"  # "openai" (HTTP) or "transformers" (in-process, for GPU hosts)
+    # "auto", "openai" (HTTP: base_url or the embedded llama.cpp server) or "transformers"
+    # (in-process); see Backend above and agent.llm.connect.choose_backend
+    backend: Backend = "auto"
     json_format: JsonFormat = "auto"  # json_schema calls: response_format flavour (openai_backend)
 
     def __post_init__(self) -> None:

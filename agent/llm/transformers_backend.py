@@ -1,6 +1,8 @@
 """The in-process LLM backend: a Hugging Face transformers causal LM behind :class:`agent.llm.LLM`.
 
-For hosts with a GPU but no inference server (and for comparing against one). It renders the
+The embedded default when llama-cpp-python is not installed (a plain ``pip install`` needs no
+compiler; see :func:`agent.llm.connect.choose_backend`), and for hosts with a GPU but no inference
+server. It renders the
 conversation with the model's chat template, generates greedily (``temperature=0``) or by sampling,
 and returns per-token log-probabilities computed from the raw logits. ``json_schema`` is only a
 hint here (a system-prompt instruction): there is no constrained decoding, callers validate anyway.
@@ -9,7 +11,10 @@ hint here (a system-prompt instruction): there is no constrained decoding, calle
 SmolLM2-135M-Instruct GGUF. Loading a GGUF through transformers takes about 30 s (gguf's
 pure-Python reader), so a GGUF is converted once to a plain safetensors folder cached under
 ``<platformdirs user cache>/hyrec/models/<name>-<sha256 prefix>`` and loaded from there afterwards
-(about 0.3 s). Converting needs the ``gguf`` and ``accelerate`` packages.
+(about 0.3 s). Converting needs the ``gguf`` and ``accelerate`` packages;
+``python -m agent.llm.transformers_backend`` converts ahead of time (``hyrec demo`` runs it in the
+background while it fits). Loading and converting are quiet: no "Loading weights" progress bars
+(they would land in the middle of a chat prompt).
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,35 @@ _JSON_HINT = "Reply with one JSON value only, no prose, that validates against t
 def default_model_cache() -> Path:
     """``<platformdirs user cache>/hyrec/models``."""
     return Path(platformdirs.user_cache_dir("hyrec")) / "models"
+
+
+def cpu_threads() -> int:
+    """torch threads for generating on CPU: all cores but one (hyrec's own work), 1 to 8 — the
+    embedded llama.cpp server's rule (:meth:`agent.llm.embedded.EmbeddedServerConfig.threads`).
+    On the 2-core machines one thread was the faster under load (eval/results/llm_backends.md)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No transformers / huggingface_hub progress bars or info chatter while a model loads."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from huggingface_hub.utils import enable_progress_bars as enable_hub_bars
+    from transformers.utils import logging as hf_logging
+
+    bars, hub_bars = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if hub_bars:
+            enable_hub_bars()
 
 
 @dataclass(frozen=True)
@@ -65,10 +102,36 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise LLMUnavailable(f"GGUF model file {gguf_path} does not exist")
-    digest = _sha256(gguf_path)[:12]
-    target = (cache_dir or default_model_cache()) / f"{gguf_path.stem}-{digest}"
+    target = conversion_folder(gguf_path, cache_dir)
     if (target / "config.json").exists():
         return target
+    with quiet_loading():
+        return _convert(gguf_path, target)
+
+
+def conversion_folder(gguf_path: Path, cache_dir: Path | None = None) -> Path:
+    """Where :func:`convert_gguf` keeps (or will keep) the safetensors copy of ``gguf_path``."""
+    digest = _sha256(Path(gguf_path))[:12]
+    return (cache_dir or default_model_cache()) / f"{Path(gguf_path).stem}-{digest}"
+
+
+def needs_conversion(model: str = PACKAGED_MODEL, cache_dir: Path | None = None) -> bool:
+    """Whether loading ``model`` would first convert a GGUF (~30 s): no cached copy yet."""
+    if model.lower() == PACKAGED_MODEL:
+        try:
+            path = packaged_gguf()
+        except LLMUnavailable:
+            return False  # nothing to convert; loading will say what is missing
+    elif model.lower().endswith(".gguf"):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            return False
+    else:
+        return False
+    return not (conversion_folder(path, cache_dir) / "config.json").exists()
+
+
+def _convert(gguf_path: Path, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,8 +212,11 @@ class TransformersLLM:
         )
         source = resolve_model(self.config.model, self.config.cache_dir)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype_name))
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(source)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source, dtype=getattr(torch, dtype_name)
+                )
         except OSError as e:
             raise LLMUnavailable(f"cannot load model {self.config.model!r}: {e}") from e
         if self.tokenizer.chat_template is None:
@@ -283,3 +349,20 @@ def _with_schema_hint(
     else:
         chat.insert(0, {"role": "system", "content": hint})
     return chat
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m agent.llm.transformers_backend [MODEL]``: convert (and cache) a GGUF model now,
+    so the first LLM call does not wait for it; exit code 1 (with the reason) if it cannot."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        print(resolve_model(args[0] if args else PACKAGED_MODEL))
+    except LLMUnavailable as e:
+        print(f"cannot convert: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

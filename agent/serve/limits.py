@@ -27,6 +27,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 1_000_000  # bytes of one request body (1 MB)
+_UNAUTHORIZED = "missing or wrong API key (Authorization: Bearer)"
 
 
 class BodyTooLarge(Exception):
@@ -68,11 +69,11 @@ class Limits:
         path = scope.get("path", "")
         guarded = path.startswith(self.protected) and path not in self.open_paths
         if guarded and self.api_key is not None and not self._authorized(scope):
-            await _reject(send, 401, "unauthorized", "missing or wrong bearer token", auth=True)
+            await _reject(send, 401, "authentication_error", _UNAUTHORIZED, auth=True)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await _reject(send, 413, "too_large", self._too_large())
+            await _reject(send, 413, "request_too_large", self._too_large())
             return
         seen = 0
 
@@ -96,7 +97,7 @@ class Limits:
             await self.app(scope, limited, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _reject(send, 413, "too_large", self._too_large())
+                await _reject(send, 413, "request_too_large", self._too_large())
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):

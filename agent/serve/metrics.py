@@ -22,6 +22,7 @@ one, so several apps in one process do not clash) with:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -48,6 +49,8 @@ _REASON_WORDS = (  # first match wins
     ("invalid", re.compile(r"invalid|not a sentence|unusable|pars|json|rejected|bad output|"
                            r"restat|label|validat|empty|must be|schema|expected", re.I)),
 )  # fmt: skip
+
+access = logging.getLogger("agent.serve.access")
 
 
 def fallback_labels(line: str) -> tuple[str, str]:
@@ -283,3 +286,6 @@ class MetricsMiddleware:
                 template = f"{scope['root_path']}/{{path}}" if mounted else "unmatched"
             seconds = time.perf_counter() - t0
             self.metrics.observe_request(scope.get("method", ""), template, status[0], seconds)
+            access.info(  # the access log: the route template, never the raw path with its ids
+                "%s %s %d %.1f ms", scope.get("method", ""), template, status[0], seconds * 1000
+            )

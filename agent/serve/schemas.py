@@ -21,13 +21,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.api import FeedbackReceipt, Recommendation, Recommendations, UnknownItemError
 from agent.chat.answers import ITEM_LINE
-from agent.feedback import EVENTS
+from agent.feedback import EVENTS, EventConflict, StoreUnavailable
 from agent.llm import LLMError
 from hyrec.data import Dataset, Item
 from retrieval.filters import Filter
 
 log = logging.getLogger(__name__)
 Id = Field(min_length=1, max_length=256)
+MAX_MESSAGE_CHARS = 8_000  # one chat message (the parser reads 4,000)
+MAX_CONVERSATION_CHARS = 64_000  # all messages of one chat request
 EventKind = Literal["view", "click", "like", "purchase", "rating", "dislike", "skip"]
 assert set(EventKind.__args__) == set(EVENTS), "EventKind must list agent.feedback.EVENTS"
 
@@ -168,12 +170,24 @@ class FeedbackRequest(_Strict):
     user_id: str = Id
     item_id: str = Id
     event: EventKind
-    value: float | None = Field(default=None, allow_inf_nan=False, description="rating value")
+    value: float | None = Field(
+        default=None, allow_inf_nan=False, ge=-1e6, le=1e6, description="rating value"
+    )
+    event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="idempotency key: a retry with the same id is acknowledged and stored once",
+    )
 
 
 class FeedbackResponse(BaseModel):
     stored: bool = True
+    duplicate: bool = Field(
+        default=False, description="true when this event_id was already stored (nothing new)"
+    )
     event_id: int
+    client_event_id: str | None = None
     user_id: str
     item_id: str
     event: str
@@ -184,7 +198,9 @@ class FeedbackResponse(BaseModel):
     @classmethod
     def of(cls, r: FeedbackReceipt) -> FeedbackResponse:
         return cls(
+            duplicate=r.duplicate,
             event_id=r.event_id,
+            client_event_id=r.client_event_id,
             user_id=r.user_id,
             item_id=r.item_id,
             event=r.event,
@@ -213,6 +229,10 @@ class ItemsResponse(BaseModel):
     n_items: int
 
 
+class ForgetRequest(_Strict):
+    user_id: str = Id  # any id the feedback endpoint accepts (slashes, spaces, unicode)
+
+
 class ForgetResponse(BaseModel):
     user_id: str
     removed_events: int
@@ -220,11 +240,15 @@ class ForgetResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
-    n_items: int
-    n_users: int
-    feedback_events: int
+    n_items: int | None = Field(default=None, description="catalogue size (with the token)")
+    n_users: int | None = Field(default=None, description="snapshot users (with the token)")
     llm: bool
     auth: bool = Field(description="whether /v1 needs a bearer token (the web page asks for it)")
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    store: str = Field(description='"ok", or why the feedback store cannot answer now')
 
 
 class ErrorDetail(BaseModel):
@@ -269,6 +293,13 @@ class ChatCompletionRequest(BaseModel):
     def _has_user_turn(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
         if not any(m.role == "user" and m.text().strip() for m in messages):
             raise ValueError("messages need at least one non-empty 'user' message")
+        sizes = [len(m.text()) for m in messages]
+        if max(sizes) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message is over the {MAX_MESSAGE_CHARS}-character limit")
+        if sum(sizes) > MAX_CONVERSATION_CHARS:
+            raise ValueError(
+                f"the conversation is over the {MAX_CONVERSATION_CHARS}-character limit"
+            )
         return messages
 
 
@@ -328,7 +359,23 @@ def add_error_handlers(app: FastAPI) -> None:
     async def llm_down(request: Request, exc: LLMError) -> JSONResponse:
         return error_response(503, f"the LLM failed: {exc}", "llm_unavailable")
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        response = error_response(503, str(exc), "store_unavailable")
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+
+    @app.exception_handler(EventConflict)
+    async def conflict(request: Request, exc: EventConflict) -> JSONResponse:
+        return error_response(409, str(exc), "conflict_error")
+
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, route_template(request))
         return error_response(500, f"internal error ({type(exc).__name__})", "server_error")
+
+
+def route_template(request: Request) -> str:
+    """The matched route's template (``/v1/users/{user_id}``), never the raw path with its ids."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "(unmatched)"

@@ -9,6 +9,13 @@ OS page cache and reach the file when the OS writes them back), but the last com
 when the *machine* goes down, so it is an opt-in for throughput, not the default
 (https://www.sqlite.org/wal.html, https://www.sqlite.org/pragma.html#pragma_synchronous).
 
+A store that cannot answer in time — the file locked by another process, the disk full or
+read-only, an I/O error — raises :class:`~agent.feedback.events.StoreUnavailable` after at most
+``wait`` seconds (default 2), with nothing written; the HTTP layer turns it into a 503 with
+``Retry-After``. Reads go through their own connection, so a write stuck on a lock never holds
+back a recommendation's read of the user's events. A client may give an event an idempotency key
+(``event_id``): the same key again returns the stored event (``duplicate=True``), stored once.
+
 Forgetting a user deletes their rows with ``secure_delete`` on (freed pages are zeroed) and then
 checkpoints and truncates the WAL, so the deleted events leave no copy in either file.
 
@@ -25,27 +32,24 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.feedback.events import (
+    EventConflict,
+    FeedbackEvent,
+    StoreUnavailable,
+    check_event,
+)
+from agent.feedback.reports import Reports
 from hyrec.data import Item
 
 log = logging.getLogger(__name__)
 
-#: Events the store accepts: kind → whether it counts as interest in the item. ``rating`` depends
-#: on its value (see :func:`is_positive`).
-EVENTS: Mapping[str, bool | None] = {
-    "view": True,
-    "click": True,
-    "like": True,
-    "purchase": True,
-    "rating": None,
-    "dislike": False,
-    "skip": False,
-}
+WAIT_SECONDS = 2.0  # longest a call waits for a file locked elsewhere before StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -73,79 +77,105 @@ CREATE INDEX IF NOT EXISTS impressions_user_item ON impressions (user_id, item_i
 CREATE INDEX IF NOT EXISTS events_user_item ON events (user_id, item_id, timestamp);
 """
 
-#: Events that count as a hit on an item shown (the online hit rate's numerator).
-HIT_EVENTS = ("like", "click", "purchase")
 
-
-@dataclass(frozen=True)
-class FeedbackEvent:
-    """One stored event (``id`` grows with insertion order)."""
-
-    id: int
-    user_id: str
-    item_id: str
-    event: str
-    value: float | None
-    timestamp: float
-
-
-def is_positive(event: str, value: float | None, positive_rating: float) -> bool:
-    """Whether ``event`` says the user wants more like the item (ratings: ``value >=
-    positive_rating``)."""
-    kind = EVENTS[event]
-    if kind is None:
-        return value is not None and value >= positive_rating
-    return kind
-
-
-def check_event(event: str, value: float | None) -> None:
-    """Raise ValueError naming the problem when ``event``/``value`` is not a storable event."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown event {event!r}; use one of {sorted(EVENTS)}")
-    if event == "rating" and value is None:
-        raise ValueError("a 'rating' event needs a value (e.g. 4.0)")
-    if value is not None and value != value:  # NaN
-        raise ValueError("value must be a number, got NaN")
-
-
-class FeedbackStore:
+class FeedbackStore(Reports):
     """Events and item upserts in a SQLite file (or in memory, for a model not saved yet).
 
     Args:
         path: The database file; ``None`` keeps everything in memory until :meth:`backup_to`.
         synchronous: ``"FULL"`` (default: fsync at every commit) or ``"NORMAL"`` (see the module
             doc for what each one guarantees).
+        wait: Longest a call waits for the file (a lock held elsewhere) before it raises
+            :class:`StoreUnavailable`.
 
-    Thread-safe: one connection behind a lock; every write is its own committed transaction.
+    Thread-safe: a write connection and a read connection, each behind its own lock; every write
+    is its own committed transaction.
     """
 
     def __init__(
-        self, path: Path | None = None, *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
+        self,
+        path: Path | None = None,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        wait: float = WAIT_SECONDS,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not 0 < wait <= 60:
+            raise ValueError(f"wait must be in (0, 60] seconds, got {wait!r}")
         self.path = Path(path) if path is not None else None
         self.synchronous = synchronous
+        self.wait = wait
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._closed = False
         self._conn = self._open(self.path)
+        self._reader = self._open_reader()
 
     def _open(self, path: Path | None) -> sqlite3.Connection:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             ":memory:" if path is None else str(path),
-            check_same_thread=False,  # guarded by self._lock
+            check_same_thread=False,  # guarded by a lock
             isolation_level=None,  # explicit BEGIN/COMMIT
-            timeout=30.0,
+            timeout=self.wait,  # SQLite's busy wait on a file locked elsewhere
         )
-        if path is not None:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA secure_delete=ON")  # forgotten rows are overwritten, not just freed
-        conn.executescript(_SCHEMA)
+        with _mapped(f"opening {path}"):
+            if path is not None:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA secure_delete=ON")  # forgotten rows are overwritten, not freed
+            conn.executescript(_SCHEMA)
+            _migrate(conn)
         return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """A second connection for reads (the same one in memory, which cannot be shared)."""
+        if self.path is None:
+            return self._conn
+        conn = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=self.wait
+        )
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The write connection, within ``wait`` seconds, with SQLite's errors mapped."""
+        if not self._lock.acquire(timeout=self.wait):
+            raise StoreUnavailable(f"{what}: the feedback store is busy", self.wait)
+        try:
+            with _mapped(what):
+                yield self._conn
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _read(self, what: str = "reading feedback") -> Iterator[sqlite3.Connection]:
+        lock = self._lock if self._reader is self._conn else self._read_lock
+        if not lock.acquire(timeout=self.wait):
+            raise StoreUnavailable(f"{what}: the feedback store is busy", self.wait)
+        try:
+            with _mapped(what):
+                yield self._reader
+        finally:
+            lock.release()
+
+    def health(self) -> tuple[bool, str]:
+        """``(True, "ok")``, or ``(False, why)`` when the store cannot be read or written now.
+        Never waits longer than ``wait``."""
+        try:
+            with self._read("health check") as conn:
+                conn.execute("SELECT COUNT(*) FROM events WHERE id = -1").fetchone()
+            with self._write("health check") as conn:
+                conn.execute("BEGIN IMMEDIATE")  # can we take the write lock?
+                conn.execute("ROLLBACK")
+        except StoreUnavailable as e:
+            return False, str(e)
+        return True, "ok"
 
     # ---- events --------------------------------------------------------------------------------
     def add(
@@ -155,28 +185,57 @@ class FeedbackStore:
         event: str,
         value: float | None = None,
         timestamp: float | None = None,
+        client_id: str | None = None,
     ) -> FeedbackEvent:
         """Store one event; returns only after the commit (so the caller may acknowledge it).
 
+        Args:
+            client_id: The client's idempotency key: an event already stored with it is returned
+                (``duplicate=True``) instead of being stored again.
+
         Raises:
             ValueError: an unknown event kind or a rating without a value.
+            EventConflict: ``client_id`` was used for a different event.
+            StoreUnavailable: the store could not commit within ``wait`` seconds.
         """
         check_event(event, value)
         ts = time.time() if timestamp is None else float(timestamp)
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO events (user_id, item_id, event, value, timestamp) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (user_id, item_id, event, value, ts),
+        with self._write("storing feedback") as conn:
+            if client_id is not None:
+                found = self._by_client_id(conn, client_id)
+                if found is not None:
+                    if (found.user_id, found.item_id, found.event, found.value) != (
+                        user_id,
+                        item_id,
+                        event,
+                        value,
+                    ):
+                        raise EventConflict(
+                            f"event_id {client_id!r} was already used for a different event"
+                        )
+                    return replace(found, duplicate=True)
+            cur = conn.execute(
+                "INSERT INTO events (user_id, item_id, event, value, timestamp, client_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, item_id, event, value, ts, client_id),
             )  # autocommit: the statement is its own transaction, committed (and synced) here
             event_id = int(cur.lastrowid)
-        return FeedbackEvent(event_id, user_id, item_id, event, value, ts)
+        return FeedbackEvent(event_id, user_id, item_id, event, value, ts, client_id)
+
+    @staticmethod
+    def _by_client_id(conn: sqlite3.Connection, client_id: str) -> FeedbackEvent | None:
+        row = conn.execute(
+            "SELECT id, user_id, item_id, event, value, timestamp, client_id FROM events "
+            "WHERE client_id = ?",
+            (client_id,),
+        ).fetchone()
+        return None if row is None else FeedbackEvent(*row)
 
     def events(self, user_id: str) -> list[FeedbackEvent]:
         """The user's events, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, user_id, item_id, event, value, timestamp FROM events "
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, user_id, item_id, event, value, timestamp, client_id FROM events "
                 "WHERE user_id = ? ORDER BY id",
                 (user_id,),
             ).fetchall()
@@ -184,74 +243,50 @@ class FeedbackStore:
 
     def users(self) -> list[str]:
         """Every user with at least one stored event."""
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT DISTINCT user_id FROM events")]
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM events")]
 
     def count_users(self) -> int:
         """How many users have at least one stored event."""
-        with self._lock:
-            row = self._conn.execute("SELECT COUNT(DISTINCT user_id) FROM events").fetchone()
+        with self._read() as conn:
+            row = conn.execute("SELECT COUNT(DISTINCT user_id) FROM events").fetchone()
         return int(row[0])
 
     def count(self, user_id: str | None = None) -> int:
         """Number of stored events (of one user, or of everyone)."""
-        with self._lock:
+        with self._read() as conn:
             if user_id is None:
-                return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+                return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             return int(
-                self._conn.execute(
+                conn.execute(
                     "SELECT COUNT(*) FROM events WHERE user_id = ?", (user_id,)
                 ).fetchone()[0]
             )
 
-    def counts_by_event(self) -> dict[str, int]:
-        """Stored events per kind (kinds without events are left out)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT event, COUNT(*) FROM events GROUP BY event")
-            return {str(e): int(n) for e, n in rows}
-
-    def timeline(self, bucket_seconds: float) -> list[tuple[float, str, int]]:
-        """Events per time bucket and kind: ``(bucket start, event, count)``, oldest first."""
-        if not bucket_seconds > 0:
-            raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds!r}")
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT CAST(timestamp / ? AS INTEGER) AS b, event, COUNT(*) FROM events "
-                "GROUP BY b, event ORDER BY b",
-                (bucket_seconds,),
-            ).fetchall()
-        return [(b * bucket_seconds, str(e), int(n)) for b, e, n in rows]
-
-    def span(self) -> tuple[float, float] | None:
-        """The first and last event time, or None without events."""
-        with self._lock:
-            lo, hi = self._conn.execute(
-                "SELECT MIN(timestamp), MAX(timestamp) FROM events"
-            ).fetchone()
-        return None if lo is None else (float(lo), float(hi))
-
     def forget(self, user_id: str) -> int:
         """Delete every event and impression of ``user_id`` and scrub the freed pages; returns
         how many events."""
-        with self._transaction() as conn:
+        with self._transaction("forgetting a user") as conn:
             removed = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
         if self.path is not None:  # copy the zeroed pages back and empty the WAL
-            with self._lock:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self._write("forgetting a user") as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(removed)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction under the lock: committed at the end, rolled back on any error."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One transaction on the write connection: committed at the end, rolled back on any
+        error (nothing of it is stored then)."""
+        with self._write(what) as conn:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     # ---- impressions ----------------------------------------------------------------------------
     def add_impressions(
@@ -269,7 +304,7 @@ class FeedbackStore:
         rows = [(user_id, i, request_id, ts) for i in dict.fromkeys(item_ids)]
         if not rows:
             return 0
-        with self._transaction() as conn:
+        with self._transaction("recording impressions") as conn:
             conn.executemany(
                 "INSERT INTO impressions (user_id, item_id, request_id, timestamp) "
                 "VALUES (?, ?, ?, ?)",
@@ -279,63 +314,20 @@ class FeedbackStore:
 
     def impressions(self, user_id: str) -> list[tuple[str, str, float]]:
         """The user's impressions as ``(item_id, request_id, timestamp)``, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 "SELECT item_id, request_id, timestamp FROM impressions WHERE user_id = ? "
                 "ORDER BY id",
                 (user_id,),
             ).fetchall()
         return [(str(i), str(r), float(t)) for i, r, t in rows]
 
-    def count_impressions(self) -> int:
-        """Stored impressions (one per item per answer)."""
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
-
-    def online_rates(self, horizon_seconds: float = 86_400.0) -> dict[str, float | int]:
-        """Online metrics over the items shown: of the distinct (user, item) pairs shown, the
-        share that got a like, click or purchase (``hit_rate``) and the share that got a
-        dislike (``dislike_rate``) from that user within ``horizon_seconds`` after the item was
-        first shown to them.
-
-        Returns:
-            ``shown`` (distinct pairs), ``hits``, ``dislikes``, ``hit_rate``, ``dislike_rate``
-            (0.0 when nothing was shown).
-        """
-        marks = ",".join("?" * len(HIT_EVENTS))
-        query = f"""
-            WITH shown AS (
-                SELECT user_id, item_id, MIN(timestamp) AS t FROM impressions
-                GROUP BY user_id, item_id
-            )
-            SELECT COUNT(*),
-                SUM(EXISTS (SELECT 1 FROM events e WHERE e.user_id = s.user_id
-                    AND e.item_id = s.item_id AND e.event IN ({marks})
-                    AND e.timestamp >= s.t AND e.timestamp <= s.t + ?)),
-                SUM(EXISTS (SELECT 1 FROM events e WHERE e.user_id = s.user_id
-                    AND e.item_id = s.item_id AND e.event = 'dislike'
-                    AND e.timestamp >= s.t AND e.timestamp <= s.t + ?))
-            FROM shown s
-        """  # only the placeholders are interpolated
-        with self._lock:
-            shown, hits, dislikes = self._conn.execute(
-                query, (*HIT_EVENTS, horizon_seconds, horizon_seconds)
-            ).fetchone()
-        shown, hits, dislikes = int(shown or 0), int(hits or 0), int(dislikes or 0)
-        return {
-            "shown": shown,
-            "hits": hits,
-            "dislikes": dislikes,
-            "hit_rate": hits / shown if shown else 0.0,
-            "dislike_rate": dislikes / shown if shown else 0.0,
-        }
-
     # ---- catalogue upserts ------------------------------------------------------------------
     def upsert_items(self, items: Iterable[Item]) -> int:
         """Store (or replace) catalogue entries, all in one transaction."""
         now = time.time()
         rows = [(it.item_id, json.dumps(_item_body(it), ensure_ascii=False), now) for it in items]
-        with self._transaction() as conn:
+        with self._transaction("storing catalogue items") as conn:
             conn.executemany(
                 "INSERT INTO items (item_id, body, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT(item_id) DO UPDATE SET body = excluded.body, "
@@ -346,8 +338,8 @@ class FeedbackStore:
 
     def items(self) -> list[Item]:
         """Every stored catalogue entry, in the order they were first stored."""
-        with self._lock:
-            rows = self._conn.execute("SELECT body FROM items ORDER BY rowid").fetchall()
+        with self._read() as conn:
+            rows = conn.execute("SELECT body FROM items ORDER BY rowid").fetchall()
         out = []
         for (body,) in rows:
             r = json.loads(body)
@@ -367,13 +359,22 @@ class FeedbackStore:
             self._conn.backup(target)
             self._conn.close()
             self._conn, self.path = target, path
+        self._reader = self._open_reader()
 
     def close(self) -> None:
+        """Checkpoint the WAL and close both connections (idempotent)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 if self.path is not None:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:  # a locked file: the WAL is checkpointed on next open
+                log.warning("feedback store: no checkpoint at close: %s", e)
             finally:
+                if self._reader is not self._conn:
+                    self._reader.close()
                 self._conn.close()
 
 
@@ -402,3 +403,30 @@ def event_ids(path: Path) -> Sequence[int]:
         return [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")]
     finally:
         conn.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older file up to the current schema (explicit, idempotent steps)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "client_id" not in columns:  # version 2: idempotency keys
+        conn.execute("ALTER TABLE events ADD COLUMN client_id TEXT")
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events (client_id) "
+        "WHERE client_id IS NOT NULL"
+    )
+
+
+#: SQLite error texts that mean "not now" (nothing was written), not a bug.
+_UNAVAILABLE = ("locked", "busy", "full", "readonly", "read-only", "disk i/o", "unable to open")
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """SQLite's operational errors as :class:`StoreUnavailable`, naming what failed."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        text = str(e).lower()
+        if any(word in text for word in _UNAVAILABLE):
+            raise StoreUnavailable(f"{what}: the feedback store is unavailable ({e})") from e
+        raise
