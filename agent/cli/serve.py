@@ -74,7 +74,7 @@ def serve(
         raise typer.Exit(code=2)
     try:
         recommender, handle, chat = open_model(model_dir, use_llm=llm)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # open_model stopped the LLM it started
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
     try:

@@ -21,6 +21,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -30,8 +32,12 @@ MAX_BODY = 1_000_000  # bytes of one request body (1 MB)
 _UNAUTHORIZED = "missing or wrong API key (Authorization: Bearer)"
 
 
-class BodyTooLarge(Exception):
-    """Raised inside the app's receive() when a streamed body passes the limit."""
+class BodyTooLarge(HTTPException):
+    """Raised inside the app's receive() when a streamed body passes the limit (an HTTP 413, so
+    the framework reports it as one instead of as a parse error)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the {limit}-byte limit (--max-body)")
 
 
 class Limits:
@@ -83,7 +89,7 @@ class Limits:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         started = False
@@ -109,7 +115,7 @@ class Limits:
         return False
 
     def _too_large(self) -> str:
-        return f"request body over the {self.max_body}-byte limit (--max-body)"
+        return BodyTooLarge(self.max_body).detail
 
 
 def _content_length(scope: Scope) -> int | None:
