@@ -1,0 +1,348 @@
+"""Chaos benchmark: 200 concurrent clients against a real ``hyrec serve`` on loopback, while the
+feedback database is locked, the server is SIGKILLed and restarted, and the LLM server is killed
+mid-request.
+
+The mix: recommendations (every one goes through the LLM stages, answered by the scripted LLM of
+:mod:`eval.scripted_llm` after ``--llm-delay`` seconds), feedback (each with an idempotency key;
+a share is sent twice), catalogue upserts and user erasure. The timeline, over ``--seconds``:
+
+* at 20 %: another process takes the feedback database's write lock for 5 s;
+* at 45 %: the server is SIGKILLed and started again on the same folder;
+* at 70 %: the LLM server is shut down mid-request and started again 5 s later.
+
+It reports, per endpoint, p50/p99 latency and status counts, and checks: no 5xx but the
+documented 503s (store or LLM unavailable), no acknowledged event lost (every acknowledged id is in
+the database afterwards), no idempotent event stored twice, and feedback p99 while LLM requests
+were in flight. Connection errors while the server is down are counted, not hidden.
+
+Usage::
+
+    python -m eval.bench_chaos --seconds 60 --clients 200 --out eval/results/chaos.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from eval.scripted_llm import serve as scripted_llm
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "chaos-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def fit_model(folder: Path, dataset: str) -> int:
+    """A cheap hybrid on the real dataset (ALS, item-kNN, text, popularity; about a minute):
+    the benchmark measures serving, not fitting. Returns the catalogue size."""
+    from agent.api import Recommender, RecommenderConfig
+    from hyrec.data import load_dataset
+    from retrieval.hybrid import HybridConfig
+
+    hybrid = HybridConfig(
+        components=("als", "itemknn", "semantic", "pop"),
+        sources=("als", "itemknn", "pop"),
+        ranker="lightgbm",
+    )
+    ds = load_dataset(dataset)
+    model = Recommender.fit(ds, RecommenderConfig(hybrid=hybrid))
+    model.save(folder)
+    model.close()
+    return ds.n_items
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """The server process, restartable on the same folder and port."""
+
+    def __init__(self, model_dir: Path, llm_port: int, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(model_dir)]
+        self.cmd += ["--port", str(self.port), "--llm", "--threads", "8"]
+        self.env = {
+            **os.environ,
+            "HYREC_API_KEY": KEY,
+            "HYREC_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+            "HYREC_LLM_MODEL": "scripted",
+        }
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        out = self.log.open("a")
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env
+        )
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Record:
+    """Every request's outcome, and the set of acknowledged feedback."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: dict[str, Counter] = defaultdict(Counter)
+        self.feedback_during_llm: list[float] = []
+        self.acked: dict[str, int] = {}  # idempotency key -> event id
+        self.duplicates_acked = 0
+        self.unexpected: list[str] = []
+        self.llm_in_flight = 0
+
+
+async def client(
+    n: int, http: httpx.AsyncClient, base: str, rec: Record, stop: float, n_items: int
+) -> None:
+    rng = random.Random(n)
+    while time.monotonic() < stop:
+        user = f"c{rng.randrange(400)}"
+        roll = rng.random()
+        if roll < 0.25:
+            name, method, path = "recommendations", "POST", "/v1/recommendations"
+            body: dict[str, Any] = {"user_id": user, "k": 5}
+        elif roll < 0.85:
+            name, method, path = "feedback", "POST", "/v1/feedback"
+            key = f"{n}-{rng.randrange(10**9)}"
+            body = {
+                "user_id": user,
+                "item_id": str(1 + rng.randrange(n_items)),  # ML-100K ids are 1..n
+                "event": rng.choice(["like", "click", "dislike"]),
+                "event_id": key,
+            }
+        elif roll < 0.95:
+            name, method, path = "upsert", "PUT", "/v1/items"
+            iid = f"chaos-{n}-{rng.randrange(10**6)}"
+            body = {"items": [{"item_id": iid, "title": f"Chaos item {iid}"}]}
+        else:
+            name, method, path = "forget", "POST", "/v1/users/forget"
+            body = {"user_id": f"gone-{rng.randrange(10**6)}"}
+        sends = 2 if name == "feedback" and rng.random() < 0.2 else 1  # a retry of the same key
+        for _ in range(sends):
+            ok = await one(http, base, rec, name, method, path, body)
+            if not ok:  # the server is down: back off instead of spinning on refused connections
+                await asyncio.sleep(0.5)
+                break
+        await asyncio.sleep(rng.random() * 0.2)
+
+
+async def one(http, base, rec: Record, name, method, path, body) -> bool:
+    """Send one request and record it; False when the server could not be reached."""
+    in_flight = rec.llm_in_flight > 0
+    if name == "recommendations":
+        rec.llm_in_flight += 1
+    t0 = time.perf_counter()
+    try:
+        r = await http.request(method, base + path, json=body, headers=AUTH)
+        status = str(r.status_code)
+    except httpx.HTTPError as e:
+        status = f"connection: {type(e).__name__}"
+        r = None
+    finally:
+        if name == "recommendations":
+            rec.llm_in_flight -= 1
+    seconds = time.perf_counter() - t0
+    rec.status[name][status] += 1
+    if r is None:
+        return False
+    rec.latency[name].append(seconds)
+    if name == "feedback" and in_flight and r.status_code == 200:
+        rec.feedback_during_llm.append(seconds)
+    if r.status_code >= 500:
+        kind = r.json().get("error", {}).get("type", "?") if r.content else "?"
+        if not (r.status_code == 503 and kind in ("store_unavailable", "llm_unavailable")):
+            rec.unexpected.append(f"{name} {r.status_code} {kind}: {r.text[:200]}")
+    if name == "feedback" and r.status_code == 200:
+        got = r.json()
+        if got["duplicate"]:
+            rec.duplicates_acked += 1
+        elif body["event_id"] in rec.acked and rec.acked[body["event_id"]] != got["event_id"]:
+            rec.unexpected.append(f"idempotency key {body['event_id']} stored twice")
+        rec.acked[body["event_id"]] = got["event_id"]
+    return True
+
+
+def lock_database(path: Path, seconds: float, log: list) -> None:
+    conn = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    log.append(("db locked", time.monotonic()))
+    time.sleep(seconds)
+    conn.execute("ROLLBACK")
+    conn.close()
+    log.append(("db unlocked", time.monotonic()))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    model_dir = work / "model"
+    n_items = fit_model(model_dir, args.dataset)
+    llm_port = free_port()
+    llm = scripted_llm(llm_port, args.llm_delay)
+    service = Service(model_dir, llm_port, work / "server.log")
+    service.start()
+    rec, events = Record(), []
+    t_start = time.monotonic()
+    stop = t_start + args.seconds
+
+    async def chaos() -> None:
+        nonlocal llm
+        await asyncio.sleep(args.seconds * 0.2)
+        threading.Thread(
+            target=lock_database, args=(model_dir / "feedback.sqlite3", 5.0, events), daemon=True
+        ).start()
+        await asyncio.sleep(args.seconds * 0.25)
+        service.kill()
+        events.append(("server SIGKILLed", time.monotonic()))
+        restart = await asyncio.to_thread(service.start)
+        events.append((f"server back after {restart:.1f} s", time.monotonic()))
+        await asyncio.sleep(max(0.0, t_start + args.seconds * 0.7 - time.monotonic()))
+        llm.shutdown()
+        llm.server_close()
+        events.append(("LLM server killed", time.monotonic()))
+        await asyncio.sleep(5)
+        llm = scripted_llm(llm_port, args.llm_delay)
+        events.append(("LLM server back", time.monotonic()))
+
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await asyncio.gather(
+            chaos(),
+            *(client(n, http, service.base, rec, stop, n_items) for n in range(args.clients)),
+        )
+    service.stop()
+    llm.shutdown()
+    db = sqlite3.connect(str(model_dir / "feedback.sqlite3"))
+    stored = {cid: eid for eid, cid in db.execute("SELECT id, client_id FROM events")}
+    twice = db.execute(
+        "SELECT COUNT(*) FROM (SELECT client_id FROM events WHERE client_id IS NOT NULL "
+        "GROUP BY client_id HAVING COUNT(*) > 1)"
+    ).fetchone()[0]
+    db.close()
+    lost = [k for k, eid in rec.acked.items() if stored.get(k) != eid]
+    endpoints = {
+        name: {
+            "requests": sum(rec.status[name].values()),
+            "p50_ms": percentile(rec.latency[name], 50),
+            "p99_ms": percentile(rec.latency[name], 99),
+            "status": dict(rec.status[name]),
+        }
+        for name in sorted(rec.status)
+    }
+    return {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "llm_delay_s": args.llm_delay,
+        "endpoints": endpoints,
+        "unexpected_5xx": rec.unexpected[:20],
+        "n_unexpected_5xx": len(rec.unexpected),
+        "acknowledged_events": len(rec.acked),
+        "lost_acknowledged_events": len(lost),
+        "duplicated_idempotent_events": int(twice),
+        "retries_acknowledged_as_duplicates": rec.duplicates_acked,
+        "feedback_while_llm_in_flight": {
+            "requests": len(rec.feedback_during_llm),
+            "p50_ms": percentile(rec.feedback_during_llm, 50),
+            "p99_ms": percentile(rec.feedback_during_llm, 99),
+        },
+        "timeline_s": [(what, round(t - t_start, 1)) for what, t in events],
+        "load_avg_1min_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        "| endpoint | requests | p50 ms | p99 ms | statuses |",
+        "|---|---|---|---|---|",
+    ]
+    for name, e in report["endpoints"].items():
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(e["status"].items()))
+        lines.append(f"| {name} | {e['requests']} | {e['p50_ms']} | {e['p99_ms']} | {statuses} |")
+    f = report["feedback_while_llm_in_flight"]
+    lines += [
+        "",
+        f"- 5xx other than the documented 503s: {report['n_unexpected_5xx']}",
+        f"- acknowledged events: {report['acknowledged_events']}, lost: "
+        f"{report['lost_acknowledged_events']}",
+        f"- idempotent events stored twice: {report['duplicated_idempotent_events']} "
+        f"({report['retries_acknowledged_as_duplicates']} retries answered as duplicates)",
+        f"- feedback while LLM requests were in flight: {f['requests']} requests, "
+        f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
+        f"- timeline (s): {report['timeline_s']}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--clients", type=int, default=200)
+    p.add_argument("--llm-delay", type=float, default=2.0, help="scripted LLM seconds per call")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hyrec-chaos-"))
+    try:
+        report = asyncio.run(run(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(report)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(
+            f"# Chaos benchmark: {args.clients} clients, {args.seconds:.0f} s\n\n"
+            f"Command: `python -m eval.bench_chaos --seconds {args.seconds:.0f} --clients "
+            f"{args.clients} --llm-delay {args.llm_delay}`\n\n{text}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
