@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+import numpy as np
+
 from agent import pipeline
+from agent.catalogue import check_upsert, new_items
 from agent.config import FeedbackReceipt, Recommendation, Recommendations, RecommenderConfig
 from agent.erasure import replace_snapshot, without_user
 from agent.feedback import FeedbackStore, check_event, is_positive
@@ -27,7 +30,7 @@ from agent.locks import RWLock
 from agent.state import Sequences, UnknownItemError, item_index, user_state
 from encoders.base import FitData
 from encoders.text import TextEncoder, TextEncoderConfig
-from hyrec.data import Dataset, Interactions, Item, check_attributes, leave_one_out
+from hyrec.data import Dataset, Interactions, Item, leave_one_out
 from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
@@ -415,18 +418,13 @@ class Recommender:
                 catalogue with different content (changing an item needs a refit); nothing
                 changes then.
         """
-        ids = [it.item_id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError("the same item id appears twice in one upsert")
-        for it in items:
-            if not it.item_id.strip() or not it.title.strip():
-                raise ValueError(f"item {it.item_id!r} needs a non-empty item_id and title")
-            try:
-                check_attributes(it.attributes)
-            except ValueError as e:
-                raise ValueError(f"item {it.item_id!r}: {e}") from None
+        check_upsert(items)
+        # the text vectors are computed before the write lock, which is held only to apply them
+        fresh = new_items(self.catalogue, items, strict=True)
+        encoded = self.encoder.encode_items(fresh) if fresh else []
+        vectors = dict(zip([it.item_id for it in fresh], encoded, strict=True))
         with self._lock.write():
-            added = self._apply_items(items, strict=True)
+            added = self._apply_items(items, strict=True, vectors=vectors)
             # served first, stored second: a crash in between loses an item nobody was told
             # about, never one that was acknowledged (and a failed add stores nothing). The whole
             # request is stored, not only the new items, so a retry after a failed store write
@@ -434,24 +432,20 @@ class Recommender:
             self.store.upsert_items(items)
         return len(added)
 
-    def _apply_items(self, items: Sequence[Item], *, strict: bool) -> list[Item]:
-        """Add the items the catalogue does not hold yet; returns them."""
-        ds = self.catalogue
-        fresh = []
-        for it in items:
-            index = ds.item_index.get(it.item_id)
-            if index is None:
-                fresh.append(it)
-            elif _content(ds.items[index]) != _content(it):
-                message = (
-                    f"item {it.item_id!r} is already in the catalogue with different content; "
-                    "changing an existing item needs a refit (hyrec fit)"
+    def _apply_items(
+        self, items: Sequence[Item], *, strict: bool, vectors: dict | None = None
+    ) -> list[Item]:
+        """Add the items the catalogue does not hold yet; returns them. ``vectors``: text vectors
+        computed beforehand, by id (the others are encoded here)."""
+        fresh = new_items(self.catalogue, items, strict=strict)  # again: a concurrent upsert
+        if fresh:  # may have added some since the vectors were computed
+            known = dict(vectors or {})
+            missing = [it for it in fresh if it.item_id not in known]
+            if missing:
+                known.update(
+                    zip([it.item_id for it in missing], self.encoder.encode_items(missing))
                 )
-                if strict:
-                    raise ValueError(message)
-                log.warning("skipping a stored upsert: %s", message)
-        if fresh:
-            self.hybrid.add_items(fresh, self.encoder.encode_items(fresh))
+            self.hybrid.add_items(fresh, np.stack([known[it.item_id] for it in fresh]))
         return fresh
 
     # ---- internals ------------------------------------------------------------------------------
@@ -471,8 +465,3 @@ class Recommender:
         return user_state(
             self.catalogue, self._seqs, self.store, user, history, self.config.positive_rating
         )
-
-
-def _content(item: Item) -> str:
-    body = [item.title, item.description, dict(item.attributes)]
-    return json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)

@@ -35,10 +35,7 @@ collection (:attr:`ItemStore.collection`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import re
 import warnings
 from collections import Counter
@@ -53,12 +50,10 @@ from tqdm.auto import tqdm
 from hyrec.data import Item
 from retrieval.filters import Filter
 from retrieval.items import StoreHits
+from retrieval.records import HASH_KEY, VECTOR_KEY, content_hash, item_metadata, vector_hash
 
 log = logging.getLogger(__name__)
 
-HASH_KEY = "content_hash"
-VECTOR_KEY = "vector_hash"
-RESERVED_KEYS = frozenset({"title", "year", "genres", HASH_KEY, VECTOR_KEY})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")  # Chroma's collection rule
 _MISSING_SHOWN = 10  # ids named in a KeyError before "and N more"
 
@@ -113,45 +108,6 @@ class ItemEmbedder(Protocol):
 
 
 Embeddings = np.ndarray | ItemEmbedder
-
-
-def item_metadata(item: Item) -> dict[str, Any]:
-    """The Chroma metadata stored for ``item``, without the two hashes (see the module doc)."""
-    meta: dict[str, Any] = {"title": str(item.title)}
-    attrs = item.attributes
-    if item.year is not None:
-        meta["year"] = item.year
-    if item.genres:
-        meta["genres"] = list(item.genres)
-    for key, value in attrs.items():
-        if key in RESERVED_KEYS or not key or key[0] in "#$":
-            continue
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            continue
-        if isinstance(value, str | int | float | bool):
-            meta[key] = value
-        elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-            meta[key] = list(dict.fromkeys(value))
-    return meta
-
-
-def content_hash(item: Item) -> str:
-    """sha256 over everything the stored metadata and the embedded text are made from."""
-    # the derived metadata too: a change in how it is derived (say, whole-float years now kept)
-    # rewrites the records it changes on the next sync
-    payload = json.dumps(
-        [item.title, item.description, dict(item.attributes), item_metadata(item)],
-        sort_keys=True,
-        ensure_ascii=False,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def vector_hash(vector: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
 
 @dataclass

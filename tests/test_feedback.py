@@ -329,3 +329,54 @@ def test_concurrent_requests_feedback_and_deletion_stay_consistent(model_dir, sa
             t.join()
     assert not errors, errors
     assert removed > 0 and waited < 5
+
+
+def test_a_file_from_before_idempotency_keys_is_migrated_and_keeps_its_events(tmp_path):
+    import sqlite3
+
+    from agent.feedback.schema import VERSION
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(str(path))
+    old.executescript(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
+        "item_id TEXT NOT NULL, event TEXT NOT NULL, value REAL, timestamp REAL NOT NULL);"
+        "INSERT INTO events (user_id, item_id, event, value, timestamp) "
+        "VALUES ('u1', '3', 'like', NULL, 1.0);"
+    )
+    old.close()
+    store = FeedbackStore(path)
+    try:
+        assert [e.item_id for e in store.events("u1")] == ["3"]
+        first = store.add("u1", "4", "like", client_id="k-1")
+        again = store.add("u1", "4", "like", client_id="k-1")
+        assert again.duplicate and again.id == first.id and store.count() == 2
+    finally:
+        store.close()
+    check = sqlite3.connect(str(path))
+    assert check.execute("PRAGMA user_version").fetchone()[0] == VERSION
+    check.close()
+
+
+def test_a_locked_file_is_store_unavailable_within_the_wait(tmp_path):
+    import sqlite3
+    import time
+
+    from agent.feedback import StoreUnavailable
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3", wait=0.3)
+    holder = sqlite3.connect(str(tmp_path / "fb.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(StoreUnavailable, match="storing feedback"):
+            store.add("u1", "3", "like")
+        assert time.perf_counter() - t0 < 1.5
+        assert store.events("u1") == []  # reads go on (their own connection)
+        ok, why = store.health()
+        assert not ok and "unavailable" in why
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.add("u1", "3", "like").id == 1 and store.health() == (True, "ok")
+    store.close()

@@ -352,7 +352,7 @@ def test_chromadb_neighbours_give_the_exact_lists_on_a_small_catalogue(fitted):
 
 def test_filters_read_genres_and_years_the_same_way_as_the_store():
     from retrieval.hybrid import CatalogueIndex
-    from retrieval.store import item_metadata
+    from retrieval.records import item_metadata
 
     items = [
         Item("a", "A", attributes={"genres": "Comedy", "year": 1995.0}),  # a bare string, a float

@@ -21,7 +21,8 @@ import pytest
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Item
 from retrieval.filters import Filter
-from retrieval.store import ItemStore, StoreConfig, SyncReport, item_metadata
+from retrieval.records import item_metadata
+from retrieval.store import ItemStore, StoreConfig, SyncReport
 
 DIM = 8
 A_IDS = [f"a{k}" for k in range(6)]
@@ -158,16 +159,20 @@ def test_sync_is_incremental(tmp_path):
 
 
 def test_sync_rewrites_records_whose_derived_metadata_changed(tmp_path, monkeypatch):
+    import retrieval.records as records
     import retrieval.store as store_module
 
     store = open_store(tmp_path / "chroma")
     items, vectors = catalogue()
     store.sync(items, vectors)
-    derive = store_module.item_metadata
+    derive = records.item_metadata
+
     # the same attributes, derived differently (as when whole-float years began to be kept)
-    monkeypatch.setattr(
-        store_module, "item_metadata", lambda it: {**derive(it), "decade": (it.year or 0) // 10}
-    )
+    def changed(it):
+        return {**derive(it), "decade": (it.year or 0) // 10}
+
+    monkeypatch.setattr(records, "item_metadata", changed)
+    monkeypatch.setattr(store_module, "item_metadata", changed)
     assert store.sync(items, vectors) == SyncReport(updated=12)
     got = store.collection.get(ids=["a3"], include=["metadatas"])
     assert got["metadatas"][0]["decade"] == 199

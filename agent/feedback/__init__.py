@@ -11,7 +11,8 @@ from agent.feedback.events import (
     check_event,
     is_positive,
 )
-from agent.feedback.store import FeedbackStore, count_events, event_ids
+from agent.feedback.schema import count_events, event_ids
+from agent.feedback.store import FeedbackStore
 
 __all__ = [
     "EVENTS",

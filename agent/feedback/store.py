@@ -45,37 +45,12 @@ from agent.feedback.events import (
     check_event,
 )
 from agent.feedback.reports import Reports
+from agent.feedback.schema import create_or_migrate
 from hyrec.data import Item
 
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 2.0  # longest a call waits for a file locked elsewhere before StoreUnavailable
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    value REAL,
-    timestamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_user ON events (user_id, id);
-CREATE TABLE IF NOT EXISTS items (
-    item_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS impressions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    timestamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS impressions_user_item ON impressions (user_id, item_id, timestamp);
-CREATE INDEX IF NOT EXISTS events_user_item ON events (user_id, item_id, timestamp);
-"""
 
 
 class FeedbackStore(Reports):
@@ -128,8 +103,7 @@ class FeedbackStore(Reports):
                     raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA secure_delete=ON")  # forgotten rows are overwritten, not freed
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
+            create_or_migrate(conn)
         return conn
 
     def _open_reader(self) -> sqlite3.Connection:
@@ -385,35 +359,6 @@ def _item_body(item: Item) -> dict[str, Any]:
         "description": item.description,
         "attributes": dict(item.attributes),
     }
-
-
-def count_events(path: Path) -> int:
-    """Events in a database file, read with a fresh connection (for durability checks)."""
-    conn = sqlite3.connect(str(path))
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def event_ids(path: Path) -> Sequence[int]:
-    """Every stored event id in a database file, read with a fresh connection."""
-    conn = sqlite3.connect(str(path))
-    try:
-        return [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")]
-    finally:
-        conn.close()
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older file up to the current schema (explicit, idempotent steps)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    if "client_id" not in columns:  # version 2: idempotency keys
-        conn.execute("ALTER TABLE events ADD COLUMN client_id TEXT")
-    conn.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events (client_id) "
-        "WHERE client_id IS NOT NULL"
-    )
 
 
 #: SQLite error texts that mean "not now" (nothing was written), not a bug.
