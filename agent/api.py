@@ -442,9 +442,8 @@ class Recommender:
             known = dict(vectors or {})
             missing = [it for it in fresh if it.item_id not in known]
             if missing:
-                known.update(
-                    zip([it.item_id for it in missing], self.encoder.encode_items(missing))
-                )
+                encoded = self.encoder.encode_items(missing)
+                known.update(zip([it.item_id for it in missing], encoded, strict=True))
             self.hybrid.add_items(fresh, np.stack([known[it.item_id] for it in fresh]))
         return fresh
 
