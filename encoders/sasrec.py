@@ -43,7 +43,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from hyrec.data.splits import History
 from hyrec.metrics import evaluate
@@ -53,6 +52,11 @@ from .base import FitData, NotFittedError, read_config, write_config
 log = logging.getLogger(__name__)
 
 ITEM_INPUTS = ("text", "id", "text+id")
+
+
+def _progress(**info: object) -> dict[str, object]:
+    """A log record's ``extra`` carrying fit progress (read by ``agent.cli.progress``)."""
+    return {"progress": {"stage": SASRec.kind, **info}}
 
 
 @dataclass(frozen=True)
@@ -241,8 +245,7 @@ class SASRec:
         gen = torch.Generator().manual_seed(c.seed)
         best, best_state, stale = -1.0, None, 0
         self.history_ = []
-        bar = tqdm(range(1, c.max_epochs + 1), desc="sasrec", unit="epoch", disable=None)
-        for epoch in bar:
+        for epoch in range(1, c.max_epochs + 1):
             start = time.perf_counter()
             record = {"epoch": epoch, "loss": self._epoch(rows, opt, gen)}
             record["valid_ndcg@10"] = float("nan")
@@ -256,13 +259,18 @@ class SASRec:
                     stale += c.eval_every
             record["seconds"] = time.perf_counter() - start
             self.history_.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg=f"{record['valid_ndcg@10']:.4f}")
             log.info(
                 "sasrec epoch %d: loss %.4f, valid ndcg@10 %.4f, %.1f s",
                 epoch,
                 record["loss"],
                 record["valid_ndcg@10"],
                 record["seconds"],
+                extra=_progress(
+                    step=epoch,
+                    total=c.max_epochs,
+                    valid=record["valid_ndcg@10"],
+                    best=best if best >= 0 else None,
+                ),
             )
             if stale >= c.patience:
                 break

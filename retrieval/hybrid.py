@@ -47,6 +47,7 @@ from encoders.registry import SCORERS, TEXT_SCORERS, make_scorer
 from encoders.semantic import SemanticScorer
 from hyrec.data import Dataset, EvalTask, Item, interaction_matrix
 from hyrec.data.splits import History, inner_split
+from hyrec.metrics import evaluate
 from retrieval.candidates import candidates, top_unblocked
 from retrieval.features import ItemFacts, build_features, item_facts
 from retrieval.filters import CatalogueIndex, Filter, item_year
@@ -105,6 +106,11 @@ class HybridConfig:
                 raise ValueError(f"HybridConfig.params[{name!r}]: {e}") from None
 
 
+def _progress(stage: str, **info: Any) -> dict[str, Any]:
+    """A log record's ``extra`` carrying fit progress (read by ``agent.cli.progress``)."""
+    return {"progress": {"stage": stage, **{k: v for k, v in info.items() if v is not None}}}
+
+
 def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-6) if len(x) else x
 
@@ -136,12 +142,39 @@ class HybridRecommender:
     # ---- fitting ------------------------------------------------------------------------------
     def _fit_components(self, data: FitData) -> dict[str, Any]:
         out = {}
-        for name in self.config.components:
+        names = self.config.components
+        for n, name in enumerate(names, 1):
             t0 = time.perf_counter()
             scorer = with_seed(make_scorer(name, self.config.params.get(name)), self.config.seed)
+            stage = getattr(scorer, "kind", name)  # the scorer's own progress records use its kind
+            epochs = getattr(getattr(scorer, "config", None), "max_epochs", None)
+            log.info(
+                "fitting component %s (%d/%d)",
+                name,
+                n,
+                len(names),
+                extra=_progress(
+                    stage,
+                    label=f"component {n}/{len(names)}: {name}"
+                    + (f", up to {epochs} epochs" if epochs else ""),
+                    total=epochs,
+                ),
+            )
             out[name] = scorer.fit(data)
-            self.fit_report.setdefault("component_seconds", {})[name] = round(
-                time.perf_counter() - t0, 2
+            seconds = round(time.perf_counter() - t0, 2)
+            self.fit_report.setdefault("component_seconds", {})[name] = seconds
+            # progress report only: each component alone on the validation task the fit early-stops
+            # on, so the summary can show what the hybrid adds (the model does not use it)
+            valid = None
+            if data.valid is not None:
+                valid = round(evaluate(scorer.score, data.valid, ks=(10,))["ndcg@10"], 4)
+                self.fit_report.setdefault("component_valid_ndcg@10", {})[name] = valid
+            log.info(
+                "component %s fitted in %.1f s (valid ndcg@10 %s)",
+                name,
+                seconds,
+                valid,
+                extra=_progress(stage, valid=valid, done=True, seconds=seconds),
             )
         self.native_items = {name: data.n_items for name in out}
         return out
@@ -172,23 +205,60 @@ class HybridRecommender:
         users = held.user.astype(np.int64)
         history = History.from_interactions(inner_train, users, data.n_items, n_users=data.n_users)
         targets = interaction_matrix(held, data.n_users, data.n_items)[users]
-        x, y = self._groups(EvalTask(history, targets), profiles)
+        x, y = self._groups(
+            EvalTask(history, targets), profiles, "train-lists", "head training lists"
+        )
         self.fit_report["head_train_recall"] = float(np.mean([g.any() for g in y]))
         self.facts = item_facts(data.dataset, data.train, data.item_embeddings)
         self._forget_views()
-        valid = self._groups(data.valid, profiles) if data.valid is not None else None
-        if valid is not None:
+        valid = None
+        if data.valid is not None:
+            valid = self._groups(data.valid, profiles, "valid-lists", "validation lists")
             self.fit_report["candidate_recall_valid"] = float(np.mean([g.any() for g in valid[1]]))
+        heads = ", ".join(RANKERS) if self.config.ranker == "auto" else self.config.ranker
+        t_head = time.perf_counter()
+        log.info(
+            "fitting the ranking head (%s)",
+            heads,
+            extra=_progress("head", label=f"ranking head ({heads}) on {len(x)} users' lists"),
+        )
         self.ranker = choose_ranker(
             self.config.ranker, self.config.seed, x, y, valid, self.fit_report
+        )
+        head_valid = self.fit_report.get("ranker_valid_ndcg@10", {}).get(self.fit_report["ranker"])
+        log.info(
+            "ranking head %s fitted (valid ndcg@10 %s)",
+            self.fit_report["ranker"],
+            head_valid,
+            extra=_progress(
+                "head",
+                label=f"ranking head: {self.fit_report['ranker']} kept",
+                valid=head_valid,
+                done=True,
+                seconds=time.perf_counter() - t_head,
+            ),
         )
         self.fit_report["seconds"] = round(time.perf_counter() - t0, 1)
         log.info("hybrid fitted: %s", self.fit_report)
         return self
 
-    def _groups(self, task: EvalTask, profile_fn: ProfileFn | None) -> tuple[Groups, Groups]:
-        """Candidate features and 0/1 target labels for every user of ``task``."""
+    def _groups(
+        self,
+        task: EvalTask,
+        profile_fn: ProfileFn | None,
+        stage: str = "lists",
+        label: str = "candidate lists",
+    ) -> tuple[Groups, Groups]:
+        """Candidate features and 0/1 target labels for every user of ``task`` (``stage`` and
+        ``label`` name the work in the progress records)."""
         xs, ys = [], []
+        t0 = time.perf_counter()
+        log.info(
+            "building %s for %d users",
+            label,
+            len(task),
+            extra=_progress(stage, label=f"{label}: candidates + features", total=len(task)),
+        )
         for start in range(0, len(task), 256):
             batch = task.subset(np.arange(start, min(start + 256, len(task))))
             profiles = profile_fn(batch.history) if profile_fn is not None else None
@@ -199,6 +269,16 @@ class HybridRecommender:
                 batch.targets[row].toarray()[0, c.items].astype(np.float32)
                 for row, c in enumerate(cands)
             ]
+            log.info(
+                "%s: %d/%d users", label, len(ys), len(task), extra=_progress(stage, step=len(ys))
+            )
+        recall = float(np.mean([g.any() for g in ys])) if ys else 0.0
+        log.info(
+            "%s built: target among the candidates for %.0f%% of users",
+            label,
+            100 * recall,
+            extra=_progress(stage, done=True, seconds=time.perf_counter() - t0),
+        )
         return xs, ys
 
     # ---- the recommendation path --------------------------------------------------------------
@@ -439,8 +519,15 @@ class HybridRecommender:
             path = Path(self._tmp.name)
         else:
             path = self.store_path
+        t0 = time.perf_counter()
+        label = f"item store: {len(self.dataset.items)} item vectors into chromadb"
+        log.info("syncing the item store", extra=_progress("store", label=label))
         self.store = ItemStore(StoreConfig(path=path, show_progress=False))
         self.store.sync(self.dataset.items, embeddings)
+        log.info(
+            "item store synced",
+            extra=_progress("store", done=True, seconds=time.perf_counter() - t0),
+        )
 
     # ---- persistence (retrieval.saved) ---------------------------------------------------------
     def save(self, path: Path) -> None:

@@ -4,6 +4,7 @@ RecBole."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,21 +175,33 @@ def test_ml100k_protocol_matches_recbole(ml100k_dir):
 
 def test_demo_fits_once_then_shows_reasons_and_a_chat_answer(tmp_path):
     from agent.cli.main import app
+    from agent.config import fit_profile
 
     folder = write_ml100k(checkerboard(), tmp_path / "ml-100k")
     args = ["demo", "--data-dir", str(folder), "--model-dir", str(tmp_path / "model")]
     args += ["--user", "u0", "-k", "3", "--no-llm", "--json"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    shown = json.loads(first.stdout)
+    shown = json.loads(first.stdout)  # --json: stdout is the JSON alone
     assert shown["user_id"] == "u0" and len(shown["items"]) == 3
     assert all(it["title"] and it["reason"] for it in shown["items"])
     assert shown["chat"]["user"] and shown["chat"]["assistant"]
     assert any("--no-llm" in f for f in shown["fallbacks"])
+    # the quick profile by default, with each part's validation score beside the hybrid's
+    assert shown["profile"] == "quick" and shown["llm"] is None
+    scores = shown["valid_ndcg@10"]
+    assert set(scores) == {*fit_profile("quick").hybrid.components, "hybrid"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # progress off a terminal: plain timestamped lines on stderr, one per stage at least
+    assert "with the quick profile" in first.stderr
+    for stage in ("data", "text", "store", "sasrec", "als", "head", "save"):
+        assert re.search(rf"^\[\s*[\d.]+ s\] {stage}: done in", first.stderr, re.M), stage
     saved = (tmp_path / "model" / "hybrid.json").stat().st_mtime_ns
     again = runner.invoke(app, args)  # reuses the saved model
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["items"] == shown["items"]
+    assert json.loads(again.stdout)["valid_ndcg@10"] == scores
+    assert "reusing the model" in again.stderr
     assert (tmp_path / "model" / "hybrid.json").stat().st_mtime_ns == saved
 
 

@@ -6,6 +6,7 @@ local sockets."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import threading
 import time
@@ -17,7 +18,8 @@ import pytest
 
 from agent.cli.llm import choose_engine, vllm_command
 from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message, embedded
-from agent.llm.connect import connect
+from agent.llm import connect as connect_module
+from agent.llm.connect import LLMHandle, choose_backend, connect
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
 from agent.llm.openai_backend import OpenAICompatibleLLM, api_root
 from agent.llm.settings import LLMSettings
@@ -437,7 +439,95 @@ def test_connect_with_bad_settings_is_unavailable_and_names_the_value(
 def test_embedded_without_llama_cpp_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "llama_cpp_installed", lambda: False)
     with pytest.raises(LLMUnavailable, match="llama-cpp-python"):
+        connect(LLMSettings(backend="openai"))  # the llama.cpp server, nothing else
+
+
+# --- which backend connect() runs (nothing started) -----------------------------------------------
+
+
+def _without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
+    """Make ``missing`` top-level packages look uninstalled to importlib.util.find_spec."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args, **kwargs):
+        return None if name.split(".")[0] in missing else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_auto_without_llama_cpp_runs_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without(monkeypatch, "llama_cpp")
+    choice = choose_backend(LLMSettings())
+    assert choice.kind == "transformers"
+    assert (
+        "llama-cpp-python is not installed" in choice.reason and "hyrec[llamacpp]" in choice.reason
+    )
+
+
+def test_auto_with_llama_cpp_runs_its_server_then_transformers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedded, "llama_cpp_installed", lambda: True)
+    choice = choose_backend(LLMSettings())
+    assert (choice.kind, choice.fallback) == ("llama.cpp", "transformers")
+
+
+def test_auto_with_neither_backend_is_unavailable_and_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without(monkeypatch, "llama_cpp", "transformers")
+    assert choose_backend(LLMSettings()).kind is None
+    with pytest.raises(LLMUnavailable) as info:
         connect(LLMSettings())
+    for words in ("transformers", "hyrec[llamacpp]", "HYREC_LLM_BASE_URL"):
+        assert words in str(info.value)
+
+
+def test_explicit_settings_win_over_what_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without(monkeypatch, "llama_cpp")
+    assert choose_backend(LLMSettings(base_url="http://h:1/v1")).kind == "http"
+    assert choose_backend(LLMSettings(backend="openai")).kind == "llama.cpp"  # says it's missing
+    assert choose_backend(LLMSettings(backend="transformers", base_url="http://h:1")).kind == (
+        "transformers"
+    )
+    assert choose_backend(LLMSettings(), start_embedded=False).kind is None
+
+
+def test_connect_without_llama_cpp_loads_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without(monkeypatch, "llama_cpp")
+    loaded = []
+    monkeypatch.setattr(
+        connect_module,
+        "_transformers",
+        lambda settings, notes=(): (
+            loaded.append(settings)
+            or LLMHandle(ScriptedLLM(["hi"]), backend="transformers", notes=notes)
+        ),
+    )
+    handle = connect(LLMSettings(timeout=7))
+    assert handle.backend == "transformers" and loaded[0].timeout == 7
+    assert "in-process transformers" in handle.description and handle.base_url is None
+
+
+def test_a_llama_cpp_server_that_fails_to_start_falls_back_to_transformers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedded, "llama_cpp_installed", lambda: True)
+
+    def broken(self):
+        raise LLMUnavailable("the embedded LLM server exited with code -4 while starting")
+
+    monkeypatch.setattr(EmbeddedServer, "start", broken)
+    monkeypatch.setattr(
+        connect_module,
+        "_transformers",
+        lambda settings, notes=(): LLMHandle(
+            ScriptedLLM(["hi"]), backend="transformers", notes=notes
+        ),
+    )
+    handle = connect(LLMSettings())
+    assert handle.backend == "transformers"
+    assert "llama.cpp server failed to start" in handle.notes[0] and "code -4" in handle.notes[0]
 
 
 def test_embedded_with_missing_model_file(tmp_path: Path) -> None:

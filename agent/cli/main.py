@@ -130,17 +130,25 @@ def demo(
     chosen = _profile(profile)
     folder = model_dir or _default_demo_dir(chosen.name)
     say = _Say(as_json)
-    # the in-process LLM's one-time GGUF conversion (~30 s, one core) runs beside the fit
-    prepare = _prepare_llm_in_background(llm)
+    prepare: list[subprocess.Popen | None] = [None]
     fit_seconds = None
     if refit or not (folder / "hybrid.json").is_file():
         say(f"fitting the hybrid on MovieLens-100K with the {chosen.name} profile: {chosen.about}")
         start = time.perf_counter()
+
+        def convert_beside_the_fit() -> None:
+            # the in-process LLM's one-time GGUF conversion (~30 s, one core) runs beside the
+            # single-threaded SASRec and head fits, after the text encoding (which uses both cores)
+            prepare[0] = _prepare_llm_in_background(llm)
+
         try:
             with FitProgress(console, live=None if not as_json else False):
-                _fit_recommender("ml-100k", data_dir, "minilm", folder, chosen.hybrid).close()
+                model = _fit_recommender(
+                    "ml-100k", data_dir, "minilm", folder, chosen.hybrid, convert_beside_the_fit
+                )
+                model.close()
         except (DataError, ValueError) as e:
-            _stop(prepare)
+            _stop(prepare[0])
             _fail(str(e))
         fit_seconds = time.perf_counter() - start
         say(f"fitted and saved to {folder} in {fit_seconds:.0f} s")
@@ -151,7 +159,7 @@ def demo(
     if not as_json:
         console.print(fit_summary(report, profile=used, seconds=fit_seconds))
     _quiet_logging()  # each stage that falls back is listed below the answers; no warnings too
-    handle, why = _connect_llm(llm, prepare=prepare, say=say)
+    handle, why = _connect_llm(llm, prepare=prepare[0], say=say)
     try:
         with Recommender.load(folder, llm=handle.llm if handle else None) as model:
             if user not in model.catalogue.user_index:
@@ -211,7 +219,7 @@ class _Say:
         if self.as_json:
             print(text, file=sys.stderr, flush=True)
         else:
-            console.print(text, highlight=False)
+            console.print(text, highlight=False, markup=False)  # "[llamacpp]" is not a style
 
 
 class _Step:
@@ -270,11 +278,18 @@ def fit(
     console.print(f"saved to {out}")
 
 
-def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: Path, hybrid=None):
+def _fit_recommender(
+    dataset: str,
+    data_dir: Path | None,
+    text_model: str,
+    out: Path,
+    hybrid=None,
+    after_text=None,
+):
     """Fit on every user's history (the last event early-stops) and save the model folder.
 
     Each step logs progress records (:mod:`agent.cli.progress`), shown by the caller's
-    ``FitProgress``."""
+    ``FitProgress``; ``after_text()``, if given, runs once the item text is embedded."""
     from agent.api import Recommender, RecommenderConfig
     from encoders.text import TextEncoder, TextEncoderConfig
     from hyrec.data import load_dataset
@@ -289,6 +304,8 @@ def _fit_recommender(dataset: str, data_dir: Path | None, text_model: str, out: 
         f"item text: {ds.n_items} items through {text_model} (cached for later fits)",
         lambda: encoder.encode_items(ds.items),
     )
+    if after_text is not None:
+        after_text()
     config = RecommenderConfig(hybrid=hybrid or HybridConfig(), text_model=text_model)
     log.info(
         "fitting the hybrid on %s",
@@ -362,8 +379,15 @@ def _connect_llm(
     if prepare is not None and prepare.poll() is None:
         with _Step(say, "LLM: finishing the one-time conversion of the packaged SmolLM2"):
             prepare.wait()
+    say(f"LLM: {BACKEND_LABELS[choice.kind]} — {choice.reason}")
     try:
-        with _Step(say, f"LLM: starting {BACKEND_LABELS[choice.kind]} ({choice.reason})"):
+        if choice.kind == "transformers":
+            from agent.llm.transformers_backend import needs_conversion, resolve_model
+
+            if needs_conversion(settings.model):
+                with _Step(say, "LLM: converting the packaged SmolLM2 for transformers (once)"):
+                    resolve_model(settings.model)
+        with _Step(say, f"LLM: starting {BACKEND_LABELS[choice.kind]}"):
             handle = connect(settings)
     except LLMUnavailable as e:
         return None, f"no LLM reachable ({e}); used the non-LLM ranking"

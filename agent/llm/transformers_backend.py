@@ -19,7 +19,9 @@ background while it fits). Loading and converting are quiet: no "Loading weights
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -105,8 +107,30 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
     target = conversion_folder(gguf_path, cache_dir)
     if (target / "config.json").exists():
         return target
-    with quiet_loading():
-        return _convert(gguf_path, target)
+    with _lock(target):  # a second converter (e.g. the demo's background one) waits, then reuses
+        if (target / "config.json").exists():
+            return target
+        # transformers' GGUF reader draws its own tqdm bar on stderr ("Converting and
+        # de-quantizing GGUF tensors"), which no setting turns off; log handlers keep their stream
+        with quiet_loading(), contextlib.redirect_stderr(io.StringIO()):
+            return _convert(gguf_path, target)
+
+
+@contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    """An exclusive lock on converting into ``target`` (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: converters may race; the atomic rename keeps it safe
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def conversion_folder(gguf_path: Path, cache_dir: Path | None = None) -> Path:
