@@ -4,6 +4,8 @@ accepted upsert added; acknowledged feedback stays)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -118,13 +120,9 @@ def test_no_endpoint_answers_a_500(client, path):
 
 
 @FUZZ
-@given(body=json_values, user=st.text(st.characters(min_codepoint=32), max_size=20))
+@given(body=json_values, user=st.text(max_size=20))
 def test_raw_bytes_paths_and_deletes_never_answer_a_500(client, body, user):
     check(client.put("/v1/items", json=body, headers=AUTH))
-    check(
-        client.request(
-            "DELETE", "/v1/users/" + user.replace("?", "").replace("#", ""), headers=AUTH
-        )
-    )
+    check(client.request("DELETE", "/v1/users/" + quote(user, safe=""), headers=AUTH))
     check(client.post("/v1/feedback", content=str(body).encode(), headers=AUTH))
     check(client.get("/healthz"))
