@@ -57,8 +57,9 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("demo: wait for the LLM conversion", r"^LLM: finishing the one-time conversion"),
     ("demo: LLM conversion", r"^LLM: converting"),
     ("demo: LLM start", r"^LLM: starting"),
-    ("demo: answers (recommendation + chat)", r"^answering:"),
-    ("demo: print", r"user \S+ — recently:"),
+    ("demo: recommendation (LLM profile, re-rank, reasons)", r"^answering: user"),
+    ("demo: print the list", r"user \S+ — recently:"),
+    ("demo: one chat answer", r"^answering: one chat request…"),
 )
 #: Old demos print nothing between the start and "fitted and saved" off a terminal.
 OLD_DEMO = (("demo: LLM start + answers", r"^fitted and saved to"),)

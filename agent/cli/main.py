@@ -20,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hyrec.data import DataError
@@ -164,13 +165,21 @@ def demo(
         with Recommender.load(folder, llm=handle.llm if handle else None) as model:
             if user not in model.catalogue.user_index:
                 _fail(f"unknown user id {user!r} in ml-100k")
-            with _Step(say, f"answering: user {user}'s top-{k}, then one chat request"):
+            with _Step(say, f"answering: user {user}'s top-{k}"):
                 recs = model.recommend(user, k=k)
+            if not as_json:  # the list as soon as it exists; the chat answer follows
+                recent = _recent_titles(model.catalogue, user, 3)
+                table = Table(title=f"user {user} — recently: {'; '.join(recent)}")
+                for col in ("#", "title", "sources", "why"):
+                    table.add_column(col)
+                for r, it in enumerate(recs.items, 1):
+                    table.add_row(str(r), it.title, ", ".join(it.sources), it.reason or "")
+                console.print(table)
+            with _Step(say, "answering: one chat request"):
                 agent = ChatAgent.configured(
                     model, base_url=handle.base_url if handle else None, k=5
                 )
                 reply = agent.reply([Message("user", message)])
-            recent = _recent_titles(model.catalogue, user, 3)
     finally:
         if handle is not None:
             handle.close()
@@ -192,16 +201,10 @@ def demo(
         }
         print(json.dumps(body, ensure_ascii=False))
         return
-    table = Table(title=f"user {user} — recently: {'; '.join(recent)}")
-    for col in ("#", "title", "sources", "why"):
-        table.add_column(col)
-    for r, it in enumerate(recs.items, 1):
-        table.add_row(str(r), it.title, ", ".join(it.sources), it.reason or "")
-    console.print(table)
-    console.print(f"[bold]you>[/] {message}")
-    console.print(f"[bold]hyrec>[/] {reply.text}")
+    console.print(f"[bold]you>[/] {escape(message)}")
+    console.print(f"[bold]hyrec>[/] {escape(reply.text)}")
     for line in fallbacks:
-        console.print(f"[yellow]fallback:[/] {line}")
+        console.print(f"[yellow]fallback:[/] {escape(line)}")
     if used != "full":
         console.print(
             f"[dim]profile {used}: fitted for a first run. The full profile (~4 min on 2 cores): "
