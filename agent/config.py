@@ -140,9 +140,9 @@ class FitProfile:
 
 def _quick() -> HybridConfig:
     # Chosen on ML-100K *validation* NDCG@10 (the harness's leave-one-out split; test never read),
-    # docs/first-run.md "The quick profile": the whole `hyrec fit` in <= 90 s on 2 cores, still
-    # above every component alone (sasrec, the best, 0.1231 at its full defaults; this profile's
-    # hybrid 0.1343, the full profile's 0.1334).
+    # docs/first-run.md "The quick profile": a first fit in 101 s on 2 idle cores (the target was
+    # 90 s; the head's three nets are the rest), still above every component alone (sasrec, the
+    # best, 0.1231 at its full defaults; this profile's hybrid 0.1343, the full profile's 0.1334).
     return HybridConfig(
         # LightGCN left out: 15 s of fitting for -0.0007 validation NDCG@10 here (0.1336 with it)
         components=("sasrec", "als", "itemknn", "semantic", "pop"),
@@ -180,13 +180,13 @@ def fit_profile(name: str) -> FitProfile:
         return FitProfile(
             "full",
             HybridConfig(),  # every default, chosen on validation (hybrid-experiments.md)
-            "every component trained to early stopping, both heads tried (~4 min on 2 cores)",
+            "every component trained to early stopping, both heads tried (~5 min on 2 cores)",
         )
     if name == "quick":
         return FitProfile(
             "quick",
             _quick(),
-            "SASRec for 40 epochs over 30 items, no LightGCN, the MLP head only (~1.5 min on "
+            "SASRec for 40 epochs over 30 items, no LightGCN, the MLP head only (~1.7 min on "
             "2 cores)",
         )
     raise ValueError(f"unknown fit profile {name!r}; choose from {', '.join(FIT_PROFILES)}")

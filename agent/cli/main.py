@@ -103,7 +103,7 @@ def demo(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(help="Fit profile: quick (~1.5 min on 2 cores) or full (~4 min)."),
+        typer.Option(help="Fit profile: quick (~1.7 min on 2 cores) or full (~5 min)."),
     ] = "quick",
     user: Annotated[str, typer.Option(help="User id to recommend for.")] = "196",
     message: Annotated[
@@ -207,7 +207,7 @@ def demo(
         console.print(f"[yellow]fallback:[/] {escape(line)}")
     if used != "full":
         console.print(
-            f"[dim]profile {used}: fitted for a first run. The full profile (~4 min on 2 cores): "
+            f"[dim]profile {used}: fitted for a first run. The full profile (~5 min on 2 cores): "
             "hyrec demo --profile full (or hyrec fit --profile full --out DIR)[/]"
         )
 
