@@ -5,7 +5,6 @@ run it). The benchmark scripts under eval/ that run alone (``python -m eval.benc
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.main import _fail, _setup_logging  # one error and logging style for both CLIs
 from hyrec.data import DataError
 from hyrec.threads import limit_blas
 
@@ -23,18 +23,6 @@ console = Console()
 @app.callback()
 def _every_command() -> None:
     limit_blas()  # one BLAS thread per process unless the user set a thread count
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
 
 
 def _parse_models(models: str) -> tuple[str, ...]:
