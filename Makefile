@@ -29,7 +29,7 @@ export HYREC_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/dat
 export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install install-test demo test lint eval browser
+.PHONY: install install-test demo test lint eval browser postgres
 install: $(STAMP)
 install-test: $(TEST_STAMP)
 
@@ -46,7 +46,7 @@ $(TEST_STAMP): $(STAMP)
 	test -f $(LLAMA_WHEEL) || CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	    $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
 	$(PIP) install --quiet "$(LLAMA_WHEEL)[server]"
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,ray,postgres]'
 	touch $(TEST_STAMP)
 
 demo: install
@@ -60,7 +60,14 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: install-test browser
+# The PostgreSQL store and replica tests start a throwaway server from Debian's postgresql package
+# (initdb + pg_ctl in a temp dir on a loopback port); installed here when it is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	    echo "installing Debian's postgresql for the store tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+test: install-test browser postgres
 	$(BIN)/python -m pytest
 
 lint: install-test
