@@ -4,8 +4,17 @@ store, and answers through :func:`agent.pipeline.recommend` (the one request pat
 Without an LLM (``llm=None``) the hybrid answers alone; with one, every LLM failure degrades that
 stage to its deterministic fallback and is named in :attr:`Recommendations.fallbacks`. A user the
 model has never seen gets the cold-start path (popularity, plus the context/query text), never an
-exception. Feedback is committed to the :class:`~agent.feedback.FeedbackStore` before it is
-acknowledged, and the next recommendation for that user folds it in (:mod:`agent.state`).
+exception. Feedback is committed to the feedback store (:class:`~agent.feedback.Store`: a SQLite
+file by default, or PostgreSQL) before it is acknowledged, and the next recommendation for that
+user folds it in (:mod:`agent.state`).
+
+Replicas: several processes loaded with the same model folder and ``feedback_url=
+"postgresql://..."`` (and a chromadb server, ``item_store=StoreConfig(host=...)``) behave as one
+service. Feedback is read from the shared database on every request. Catalogue upserts and
+forgotten users go through the store's change log; each replica follows it
+(:meth:`Recommender.sync_shared`, woken by ``NOTIFY`` and at least every ``sync_interval``
+seconds), so an item upserted on one replica is recommendable on the others, and a user forgotten
+on one is forgotten on all (snapshot row, profile cache), within that bound.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -23,7 +33,7 @@ from agent import pipeline
 from agent.catalogue import check_upsert, new_items
 from agent.config import FeedbackReceipt, Recommendation, Recommendations, RecommenderConfig
 from agent.erasure import replace_snapshot, without_user
-from agent.feedback import FeedbackStore, check_event, is_positive
+from agent.feedback import Deletion, FeedbackStore, Store, check_event, is_positive, open_store
 from agent.llm import LLM
 from agent.llm.guard import GuardedLLM
 from agent.locks import RWLock
@@ -34,6 +44,7 @@ from hyrec.data import Dataset, Interactions, Item, leave_one_out
 from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
+from retrieval.store import ItemStore, StoreConfig
 
 if TYPE_CHECKING:
     from agent.state import UserState
@@ -67,7 +78,7 @@ class Recommender:
         hybrid: HybridRecommender,
         encoder: TextEncoder,
         config: RecommenderConfig,
-        store: FeedbackStore,
+        store: Store,
         *,
         salt: str,
         llm: LLM | None = None,
@@ -80,6 +91,8 @@ class Recommender:
         self.model_dir = model_dir
         self._salt = salt
         self._lock = RWLock()
+        self._sync_lock = threading.Lock()  # one sync_shared at a time
+        self._synced = 0  # the newest shared change applied here
         self._seqs = Sequences(self.catalogue.interactions, self.catalogue.n_users)
         profiles = reranker = None
         if llm is not None or hybrid.uses_profile:
@@ -89,6 +102,12 @@ class Recommender:
 
             cache = model_dir / "profiles" if model_dir is not None else None
             profiles = ProfileService(self.llm, encoder, cache_dir=cache)
+            if getattr(store, "shared", False):  # entries in the shared store, under a salt
+                from agent.stages.privacy import pseudonymize  # every replica derives alike
+                from agent.stages.profile_cache import ProfileCache
+
+                derived = pseudonymize("hyrec-profile-cache", salt)
+                profiles.cache = ProfileCache(cache, salt=derived, entries=store)
         if llm is not None:
             from agent.stages.rerank import LLMReranker
 
@@ -157,6 +176,13 @@ class Recommender:
         """Write the model folder (hybrid, snapshot, config) and move the feedback store into it."""
         path = Path(path)
         target = path / FEEDBACK_FILE
+        if getattr(self.store, "shared", False):  # the feedback stays in the shared database
+            with self._lock.write():
+                self.hybrid.save(path)
+                body = {"config": self.config.to_dict(), "salt": self._salt}
+                (path / CONFIG_FILE).write_text(json.dumps(body, indent=2))
+                self.model_dir = path
+            return
         with self._lock.write():
             # A folder that was served already holds feedback: a refit into it keeps those events
             # (and the salt their pseudonyms were made with) instead of failing half-way through.
@@ -190,6 +216,8 @@ class Recommender:
         *,
         encoder: TextEncoder | None = None,
         feedback_path: Path | None = None,
+        feedback_url: str | None = None,
+        item_store: StoreConfig | None = None,
     ) -> Self:
         """Open a model folder written by :meth:`save` or ``hyrec fit``.
 
@@ -197,11 +225,18 @@ class Recommender:
             path: The model folder.
             llm: Optional LLM (``None``: the non-LLM path).
             encoder: Text encoder override (tests inject a fake model here).
-            feedback_path: Feedback database (default: ``<path>/feedback.sqlite3``).
+            feedback_path: SQLite feedback file (default: ``<path>/feedback.sqlite3``).
+            feedback_url: A ``postgresql://`` URL (replicas share it) or a SQLite path; wins over
+                ``feedback_path``.
+            item_store: Where the item vectors live instead of ``<path>/chroma``, e.g. a chromadb
+                server (``StoreConfig(host=..., port=...)``) the replicas share; synced with the
+                catalogue at load (only what changed is written).
 
         Raises:
             FileNotFoundError: ``path`` holds no saved model.
             ValueError: its recommender.json holds an out-of-range setting (named).
+            ImportError: a PostgreSQL URL without the ``hyrec[postgres]`` extra (named).
+            agent.feedback.StoreUnavailable: the feedback database cannot be reached.
         """
         path = Path(path)
         hybrid = HybridRecommender.load(path)
@@ -219,20 +254,77 @@ class Recommender:
         encoder = encoder or TextEncoder(
             TextEncoderConfig(model=config.text_model, show_progress=False)
         )
-        store = FeedbackStore(
-            feedback_path or path / FEEDBACK_FILE,
-            synchronous=config.synchronous,
+        if item_store is not None and hybrid.facts.embeddings is not None:
+            hybrid.store = ItemStore(item_store)
+        store = open_store(
+            feedback_url or feedback_path or path / FEEDBACK_FILE,
+            synchronous=config.synchronous,  # type: ignore[arg-type]
             wait=config.store_wait,
+            pool_size=config.store_pool,
         )
-        model = cls(hybrid, encoder, config, store, salt=salt, llm=llm, model_dir=path)
-        stored = store.items()
-        if stored:
-            added = model._apply_items(stored, strict=False)
-            log.info("replayed %d catalogue upserts from %s", len(added), store.path)
+        try:
+            model = cls(hybrid, encoder, config, store, salt=salt, llm=llm, model_dir=path)
+            if getattr(store, "shared", False):
+                model.sync_shared()  # every upsert and deletion so far, then follow the log
+                store.follow(model.sync_shared, config.sync_interval)
+            else:
+                stored = store.items()
+                if stored:
+                    added = model._apply_items(stored, strict=False)
+                    log.info("replayed %d catalogue upserts from %s", len(added), store.path)
+            if item_store is not None and hybrid.store is not None:
+                _sync_item_store(hybrid, item_store)
+        except BaseException:
+            store.close()
+            raise
         return model
 
+    def sync_shared(self) -> int:
+        """Apply what other replicas changed since the last call: catalogue upserts (their text
+        vectors computed here, outside the model lock) and forgotten users (snapshot row blanked
+        in memory, cached profile dropped). Called by the store's follower; a no-op on a store
+        that is not shared. Returns how many changes were applied.
+
+        Raises:
+            agent.feedback.StoreUnavailable: the shared store could not be read (the follower
+                tries again at its next wake-up).
+        """
+        if not getattr(self.store, "shared", False):
+            return 0
+        with self._sync_lock:
+            changes = self.store.changes(self._synced)
+            if changes.items:
+                fresh = new_items(self.catalogue, changes.items, strict=False)
+                encoded = self.encoder.encode_items(fresh) if fresh else []
+                vectors = dict(zip([it.item_id for it in fresh], encoded, strict=True))
+                with self._lock.write():
+                    added = self._apply_items(list(changes.items), strict=False, vectors=vectors)
+                if added:
+                    log.info("applied %d catalogue upserts from other replicas", len(added))
+            for deletion in changes.deletions:
+                self._apply_deletion(deletion)
+            self._synced = changes.version
+            return len(changes.items) + len(changes.deletions)
+
+    def _apply_deletion(self, deletion: Deletion) -> None:
+        """A user forgotten elsewhere: drop their cached profile and, when this replica's
+        snapshot still holds them at the recorded row (the pseudonym must match), blank it."""
+        if self.profiles is not None:
+            self.profiles.forget(deletion.user_key)  # also bumps the generation: no write-back
+        row = deletion.snapshot_row
+        ids = self.catalogue.user_ids
+        if row is None or not 0 <= row < len(ids) or not ids[row]:
+            return
+        if self._user_key(str(ids[row])) != deletion.user_key:
+            return
+        with self._lock.write():
+            new = without_user(self.catalogue, row)  # memory only: the replica that forgot
+            self.hybrid.dataset = new  # the user rewrote the saved snapshot
+            self._seqs = Sequences(new.interactions, new.n_users)
+        log.info("applied a deletion from another replica")
+
     def close(self) -> None:
-        """Close the feedback store (checkpointing its WAL)."""
+        """Close the feedback store (checkpointing its WAL; stopping the shared follower)."""
         self.store.close()
 
     def __enter__(self) -> Self:
@@ -386,10 +478,16 @@ class Recommender:
             Events removed (stored feedback plus snapshot interactions).
         """
         with self._lock.write():
-            removed = self.store.forget(user)
-            if self.profiles is not None:
-                self.profiles.forget(self._user_key(user))
+            key = self._user_key(user)
             row = self.catalogue.user_index.get(user)
+            removed = self.store.forget(  # a shared store also records it for the replicas
+                user,
+                user_key=key,
+                profile_key=self.profiles.user_pseudonym(key) if self.profiles else None,
+                snapshot_row=row,
+            )
+            if self.profiles is not None:
+                self.profiles.forget(key)
             if row is not None:
                 removed += self._drop_snapshot_user(row)
         log.info("forgot a user: %d events removed", removed)
@@ -464,3 +562,23 @@ class Recommender:
         return user_state(
             self.catalogue, self._seqs, self.store, user, history, self.config.positive_rating
         )
+
+
+def _sync_item_store(hybrid: HybridRecommender, config: StoreConfig, attempts: int = 5) -> None:
+    """Bring a shared item store up to the catalogue. Replicas starting at once against a new
+    chromadb collection can read it before another replica's first write reached its index
+    (chromadb answers InternalError "Nothing found on disk"): the sync is idempotent, so it is
+    tried again."""
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            report = hybrid.store.sync(hybrid.dataset.items, hybrid.facts.embeddings)
+        except Exception as e:  # chromadb's errors have no common base worth naming here
+            if attempt == attempts:
+                raise
+            log.warning("item store sync failed (%s); trying again", e)
+            time.sleep(attempt)
+        else:
+            log.info("item store %s: %s", config.host or config.path, report)
+            return

@@ -34,6 +34,11 @@ class RecommenderConfig:
     positive_rating: float = 3.5  # a "rating" event at or above this counts as interest
     synchronous: str = "FULL"  # feedback store durability (see agent.feedback.store)
     store_wait: float = 2.0  # seconds a request waits for a locked store before a 503
+    # replicas on one PostgreSQL store (agent.feedback.postgres): connections per process, and
+    # the longest a catalogue upsert or a deletion made on another replica takes to apply here
+    # when its NOTIFY is lost (normally it applies within milliseconds of the commit)
+    store_pool: int = 8
+    sync_interval: float = 1.0
 
     def __post_init__(self) -> None:
         """Fail on values that would silently turn every LLM stage (or list) off."""
@@ -42,6 +47,8 @@ class RecommenderConfig:
             "profile_share": 0 < self.profile_share <= 1,
             "llm_reasons": self.llm_reasons >= 0,
             "profile_events": self.profile_events >= 1,
+            "store_pool": self.store_pool >= 1,
+            "sync_interval": self.sync_interval > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -49,7 +56,7 @@ class RecommenderConfig:
             raise ValueError(
                 f"RecommenderConfig: {values} out of range (llm_budget > 0, "
                 "0 < profile_share <= 1, profile_events >= 1, "
-                "llm_reasons >= 0)"
+                "llm_reasons >= 0, store_pool >= 1, sync_interval > 0)"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ id is blanked), so the fitted components stay valid until the next fit."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from hyrec.data import Dataset
@@ -21,8 +22,9 @@ def without_user(ds: Dataset, row: int) -> Dataset:
 
 def replace_snapshot(ds: Dataset, folder: Path) -> None:
     """Rewrite a snapshot folder: write it beside the old one, then move each file over (each
-    replacement is atomic)."""
-    tmp = folder.with_name(folder.name + ".new")
+    replacement is atomic). The side folder's name is unique, so replicas sharing a model folder
+    never write into each other's."""
+    tmp = folder.with_name(f"{folder.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
     save_snapshot(ds, tmp)
     for name in os.listdir(tmp):
         os.replace(tmp / name, folder / name)

@@ -4,6 +4,7 @@ catalogue upserts survive a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -18,7 +19,30 @@ from agent.api import Recommender, UnknownItemError
 from agent.feedback import FeedbackStore, event_ids, is_positive
 from hyrec.data import Item
 from hyrec.data.snapshot import load_snapshot
+from tests.store_contract import StoreContract
 from tests.test_api import block, build_model, fake_encoder
+
+
+class TestSQLiteStoreContract(StoreContract):
+    """The shared store contract (tests/store_contract.py) on a SQLite file."""
+
+    @pytest.fixture
+    def target(self, tmp_path):
+        return str(tmp_path / "fb.sqlite3")
+
+    @pytest.fixture
+    def hold_lock(self, target):
+        @contextlib.contextmanager
+        def hold():
+            holder = sqlite3.connect(target, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+
+        return hold
 
 
 # ---- the store ----------
@@ -380,3 +404,27 @@ def test_a_locked_file_is_store_unavailable_within_the_wait(tmp_path):
         holder.close()
     assert store.add("u1", "3", "like").id == 1 and store.health() == (True, "ok")
     store.close()
+
+
+# ---- where a server finds its stores ----------
+def test_store_settings_take_the_flag_then_the_environment_then_the_config_file(tmp_path):
+    from agent.serve.startup import StoreSettings
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[feedback]\nurl = "postgresql://file@db/h"\n[chroma]\nurl = "https://chroma.lan"\n'
+    )
+    env = {"HYREC_CONFIG": str(config)}
+    from_file = StoreSettings.resolve(environ=env)
+    assert from_file == StoreSettings("postgresql://file@db/h", "https://chroma.lan")
+    store = from_file.item_store()
+    assert (store.host, store.port, store.ssl) == ("chroma.lan", 443, True)
+    env["HYREC_FEEDBACK_URL"] = "postgresql://env@db/h"
+    assert StoreSettings.resolve(environ=env).feedback_url == "postgresql://env@db/h"
+    flagged = StoreSettings.resolve("/tmp/fb.sqlite3", "http://127.0.0.1:9", environ=env)
+    assert flagged.feedback_url == "/tmp/fb.sqlite3" and flagged.item_store().port == 9
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        StoreSettings.resolve(environ={"HYREC_CONFIG": str(tmp_path / "missing.toml")})
+    with pytest.raises(ValueError, match="http://host:port"):
+        StoreSettings(chroma_url="chroma:8000").item_store()
+    assert StoreSettings().item_store() is None

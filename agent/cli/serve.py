@@ -49,13 +49,29 @@ def serve(
     docs: Annotated[
         bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the key).")
     ] = False,
+    feedback_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Feedback database: postgresql://user@host:port/db, shared by replicas (needs "
+            "hyrec[postgres]), or a SQLite path. Default: HYREC_FEEDBACK_URL, then [feedback] url "
+            "in the config file, then the model folder's feedback.sqlite3.",
+        ),
+    ] = None,
+    chroma_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Item vectors on a chromadb server (http://host:port of `chroma run`), shared "
+            "by replicas. Default: HYREC_CHROMA_URL, then [chroma] url, then <model-dir>/chroma.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
     import uvicorn
 
+    from agent.feedback import StoreUnavailable
     from agent.serve.app import create_app
-    from agent.serve.startup import check_auth_settings, open_model
+    from agent.serve.startup import StoreSettings, check_auth_settings, open_model
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -73,8 +89,15 @@ def serve(
         console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
         raise typer.Exit(code=2)
     try:
-        recommender, handle, chat = open_model(model_dir, use_llm=llm)
-    except (FileNotFoundError, ValueError) as e:  # open_model stopped the LLM it started
+        stores = StoreSettings.resolve(feedback_url, chroma_url)
+        stores.item_store()  # a bad URL fails here, before an LLM starts
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+    try:
+        recommender, handle, chat = open_model(model_dir, use_llm=llm, stores=stores)
+    except (FileNotFoundError, ValueError, ImportError, StoreUnavailable) as e:
+        # open_model stopped the LLM it started
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
     try:

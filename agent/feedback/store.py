@@ -54,7 +54,8 @@ WAIT_SECONDS = 2.0  # longest a call waits for a file locked elsewhere before St
 
 
 class FeedbackStore(Reports):
-    """Events and item upserts in a SQLite file (or in memory, for a model not saved yet).
+    """Events and item upserts in a SQLite file (or in memory, for a model not saved yet): the
+    :class:`agent.feedback.protocol.Store` of one process.
 
     Args:
         path: The database file; ``None`` keeps everything in memory until :meth:`backup_to`.
@@ -66,6 +67,8 @@ class FeedbackStore(Reports):
     Thread-safe: a write connection and a read connection, each behind its own lock; every write
     is its own committed transaction.
     """
+
+    shared = False  # one process: replicas need agent.feedback.postgres
 
     def __init__(
         self,
@@ -237,9 +240,19 @@ class FeedbackStore(Reports):
                 ).fetchone()[0]
             )
 
-    def forget(self, user_id: str) -> int:
-        """Delete every event and impression of ``user_id`` and scrub the freed pages; returns
-        how many events."""
+    def forget(
+        self,
+        user_id: str,
+        *,
+        user_key: str | None = None,
+        profile_key: str | None = None,
+        snapshot_row: int | None = None,
+    ) -> int:
+        """Delete every event and impression of ``user_id`` (one transaction) and scrub the freed
+        pages; returns how many events. The keyword arguments are for a store replicas share
+        (:class:`agent.feedback.protocol.SharedStore`): this one serves one process, whose profile
+        cache files and snapshot :class:`agent.api.Recommender` erases itself."""
+        del user_key, profile_key, snapshot_row  # nothing else of the user is kept here
         with self._transaction("forgetting a user") as conn:
             removed = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
@@ -300,7 +313,7 @@ class FeedbackStore(Reports):
     def upsert_items(self, items: Iterable[Item]) -> int:
         """Store (or replace) catalogue entries, all in one transaction."""
         now = time.time()
-        rows = [(it.item_id, json.dumps(_item_body(it), ensure_ascii=False), now) for it in items]
+        rows = [(it.item_id, item_json(it), now) for it in items]
         with self._transaction("storing catalogue items") as conn:
             conn.executemany(
                 "INSERT INTO items (item_id, body, updated) VALUES (?, ?, ?) "
@@ -314,11 +327,7 @@ class FeedbackStore(Reports):
         """Every stored catalogue entry, in the order they were first stored."""
         with self._read() as conn:
             rows = conn.execute("SELECT body FROM items ORDER BY rowid").fetchall()
-        out = []
-        for (body,) in rows:
-            r = json.loads(body)
-            out.append(Item(r["item_id"], r["title"], r["description"], r["attributes"]))
-        return out
+        return [item_from_json(body) for (body,) in rows]
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def backup_to(self, path: Path) -> None:
@@ -352,13 +361,21 @@ class FeedbackStore(Reports):
                 self._conn.close()
 
 
-def _item_body(item: Item) -> dict[str, Any]:
-    return {
+def item_json(item: Item) -> str:
+    """A catalogue entry as the JSON both stores keep."""
+    body: dict[str, Any] = {
         "item_id": item.item_id,
         "title": item.title,
         "description": item.description,
         "attributes": dict(item.attributes),
     }
+    return json.dumps(body, ensure_ascii=False)
+
+
+def item_from_json(body: str) -> Item:
+    """The inverse of :func:`item_json`."""
+    r = json.loads(body)
+    return Item(r["item_id"], r["title"], r["description"], r["attributes"])
 
 
 #: SQLite error texts that mean "not now" (nothing was written), not a bug.

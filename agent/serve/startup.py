@@ -1,20 +1,26 @@
-"""Starting a server: the auth settings it may run with, opening the model folder with its LLM
-(never leaving an LLM server behind when anything after its start fails), and the environment
-factory for ``uvicorn --factory``."""
+"""Starting a server: the auth settings it may run with, where its shared state lives
+(:class:`StoreSettings`: the feedback database and the item store, for replicas), opening the
+model folder with its LLM (never leaving an LLM server behind when anything after its start
+fails), and the environment factory for ``uvicorn --factory``."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
 from agent.api import Recommender
 from agent.llm import LLMError
+from agent.llm.settings import CONFIG_ENV, default_config_path
+from retrieval.store import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,83 @@ def check_auth_settings(host: str, api_key: str | None, no_auth: bool) -> str | 
     return None
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where a server keeps what replicas share. Precedence, lowest first: these defaults, the
+    TOML config file (``[feedback] url``, ``[chroma] url``; the file of :mod:`agent.llm.settings`),
+    ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL``, then the command line."""
+
+    # postgresql://user@host:port/db (replicas share it) or a SQLite path; None: the model
+    # folder's feedback.sqlite3 (one process)
+    feedback_url: str | None = None
+    # http(s)://host:port of a `chroma run` server; None: the model folder's embedded chroma/
+    chroma_url: str | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        feedback_url: str | None = None,
+        chroma_url: str | None = None,
+        *,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> StoreSettings:
+        """The settings from the flags given, the environment and the config file.
+
+        Raises:
+            FileNotFoundError: an explicitly named config file (``HYREC_CONFIG``) is missing.
+            ValueError: a section of the config file is not a table with a string ``url``.
+        """
+        env = os.environ if environ is None else environ
+        explicit = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+        path = explicit or default_config_path()
+        body: dict[str, Any] = {}
+        if path.is_file():
+            body = tomllib.loads(path.read_text())
+        elif explicit is not None:
+            raise FileNotFoundError(f"hyrec config file {path} does not exist")
+
+        def pick(flag: str | None, env_name: str, section: str) -> str | None:
+            if flag:
+                return flag
+            if env.get(env_name, "").strip():
+                return env[env_name].strip()
+            table = body.get(section, {})
+            url = table.get("url") if isinstance(table, dict) else None
+            if url is not None and not isinstance(url, str):
+                raise ValueError(f"{path}: [{section}] url must be a string")
+            return url or None
+
+        return cls(
+            pick(feedback_url, "HYREC_FEEDBACK_URL", "feedback"),
+            pick(chroma_url, "HYREC_CHROMA_URL", "chroma"),
+        )
+
+    def item_store(self) -> StoreConfig | None:
+        """The chromadb server's :class:`StoreConfig`, or None for the embedded store.
+
+        Raises:
+            ValueError: the URL is not ``http(s)://host[:port]``.
+        """
+        if not self.chroma_url:
+            return None
+        parts = urlsplit(self.chroma_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"chroma URL {self.chroma_url!r}: use http://host:port of a `chroma run` server"
+            )
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+        return StoreConfig(
+            host=parts.hostname, port=port, ssl=parts.scheme == "https", show_progress=False
+        )
+
+
 def app_from_env() -> FastAPI:
     """An app factory for ``uvicorn --factory agent.serve.startup:app_from_env``.
 
     Reads ``HYREC_MODEL_DIR`` (required), ``HYREC_API_KEY``, ``HYREC_NO_AUTH=1`` with
-    ``HYREC_HOST`` (loopback only) and ``HYREC_LLM=0`` (serve without an LLM).
+    ``HYREC_HOST`` (loopback only), ``HYREC_LLM=0`` (serve without an LLM), and
+    ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL`` (:class:`StoreSettings`).
     """
     model_dir = os.environ.get("HYREC_MODEL_DIR")
     if not model_dir:
@@ -62,7 +140,9 @@ def app_from_env() -> FastAPI:
         os.environ.get("HYREC_NO_AUTH", "") == "1",
     )
     recommender, handle, chat = open_model(
-        Path(model_dir), use_llm=os.environ.get("HYREC_LLM") != "0"
+        Path(model_dir),
+        use_llm=os.environ.get("HYREC_LLM") != "0",
+        stores=StoreSettings.resolve(),
     )
     from agent.serve.app import create_app
 
@@ -70,9 +150,10 @@ def app_from_env() -> FastAPI:
 
 
 def open_model(
-    model_dir: Path, *, use_llm: bool
+    model_dir: Path, *, use_llm: bool, stores: StoreSettings | None = None
 ) -> tuple[Recommender, Any, Callable[[Recommender], Any]]:
-    """Load the model folder, with an LLM when ``use_llm`` and one can be reached or started.
+    """Load the model folder, with an LLM when ``use_llm`` and one can be reached or started,
+    and the feedback database and item store of ``stores`` (default: the model folder's own).
 
     Returns:
         The recommender, the LLM handle to close at shutdown (None without an LLM), and the chat
@@ -94,7 +175,10 @@ def open_model(
             else:
                 chat_model = make_chat_model(settings, chat_mode(), base_url=handle.base_url)
         llm = handle.llm if handle is not None else None
-        recommender = Recommender.load(model_dir, llm=llm)
+        stores = stores or StoreSettings()
+        recommender = Recommender.load(
+            model_dir, llm=llm, feedback_url=stores.feedback_url, item_store=stores.item_store()
+        )
     except BaseException:
         if handle is not None:
             handle.close()

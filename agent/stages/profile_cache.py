@@ -14,6 +14,12 @@ place; a cache that cannot be read or written costs a recomputation, never a req
 * **Erasure**: :meth:`ProfileCache.forget` drops every variant of the user, in memory and on disk,
   and bumps the user's generation: a profile that was being computed while the user was forgotten
   is not written back (:meth:`put` with the generation read before the computation).
+* **Shared** (``entries=``, server replicas on one PostgreSQL): entries are kept in the shared
+  store (:class:`SharedEntries`, e.g. :class:`agent.feedback.postgres.PostgresFeedbackStore`)
+  instead of files, so a profile computed by one replica is served by all; files already in
+  ``cache_dir`` (written by a batch job) are still read. The store refuses an entry for a user
+  forgotten moments ago on any replica, and a store that cannot answer costs a recomputation,
+  never a request.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import ValidationError
 
@@ -42,8 +48,19 @@ MAX_ENTRIES = 10_000  # profiles kept in memory (~2 KB each)
 MAX_FILES = 100_000  # profile files kept on disk
 
 
+class SharedEntries(Protocol):
+    """Where replicas keep profile entries (:class:`agent.feedback.protocol.SharedStore`)."""
+
+    def get_profile(self, pseudonym: str, variant: str) -> tuple[str, str] | None: ...
+
+    def put_profile(self, pseudonym: str, variant: str, key: str, body: str) -> bool: ...
+
+    def drop_profiles(self, pseudonym: str) -> int: ...
+
+
 class ProfileCache:
-    """Profiles by key (module doc); ``cache_dir=None`` keeps them in memory only."""
+    """Profiles by key (module doc); ``cache_dir=None`` keeps them in memory only (or in
+    ``entries``, the store replicas share)."""
 
     def __init__(
         self,
@@ -52,10 +69,12 @@ class ProfileCache:
         *,
         max_entries: int = MAX_ENTRIES,
         max_files: int = MAX_FILES,
+        entries: SharedEntries | None = None,
     ) -> None:
         if max_entries < 1 or max_files < 1:
             raise ValueError("ProfileCache: max_entries and max_files must be at least 1")
         self.cache_dir = cache_dir
+        self.entries = entries
         self.max_entries = max_entries
         self.max_files = max_files
         self._salt = salt or self._load_salt()
@@ -79,19 +98,26 @@ class ProfileCache:
             if held is not None and held[0] == key:
                 self._memory.move_to_end(slot)
                 return held[1]
-        found = self._read_disk(key)
+        found = self._read_shared(key)
+        if found is None:
+            found = self._read_disk(key)
         if found is not None:
             self._remember(key, found)
         return found
 
     def put(self, key: Key, profile: InterestProfile, generation: int | None = None) -> bool:
         """Store ``profile``; with ``generation``, only if the user was not forgotten since it
-        was read. Returns whether it was stored."""
+        was read (here, or — with shared entries — moments ago on any replica). Returns whether
+        it was stored."""
         with self._lock:
             if generation is not None and self._generation.get(key[0], 0) != generation:
                 return False
+        if self.entries is not None:
+            if self._write_shared(key, profile) is False:  # refused: forgotten moments ago
+                return False
+        else:
+            self._write_disk(key, profile)
         self._remember(key, profile)
-        self._write_disk(key, profile)
         return True
 
     def forget(self, pseudonym: str) -> int:
@@ -102,6 +128,11 @@ class ProfileCache:
             for s in slots:
                 del self._memory[s]
         dropped = len(slots)
+        if self.entries is not None:
+            try:
+                dropped += self.entries.drop_profiles(pseudonym)
+            except Exception as e:  # the user's deletion itself drops them in its transaction
+                log.warning("could not drop shared profile entries: %s", e)
         if self.cache_dir is not None and self.cache_dir.is_dir():
             for path in self.cache_dir.glob(f"{pseudonym}.*json"):
                 with contextlib.suppress(FileNotFoundError):
@@ -142,6 +173,31 @@ class ProfileCache:
             finally:
                 tmp.unlink()
         return path.read_text().strip()
+
+    def _read_shared(self, key: Key) -> InterestProfile | None:
+        from agent.stages.profiles import InterestProfile
+
+        if self.entries is None:
+            return None
+        try:
+            found = self.entries.get_profile(key[0], key[1] or "own")
+            if found is None or tuple(json.loads(found[0])) != key:
+                return None
+            return InterestProfile.model_validate_json(found[1])
+        except Exception as e:  # unavailable or unreadable: recompute
+            log.warning("ignoring the shared profile cache: %s", e)
+            return None
+
+    def _write_shared(self, key: Key, profile: InterestProfile) -> bool | None:
+        """Whether the store took the entry; None when it could not answer (memory only)."""
+        assert self.entries is not None
+        try:
+            return self.entries.put_profile(
+                key[0], key[1] or "own", json.dumps(list(key)), profile.model_dump_json()
+            )
+        except Exception as e:  # a cache that cannot be written costs a recomputation
+            log.warning("could not write the shared profile cache: %s", e)
+            return None
 
     def _read_disk(self, key: Key) -> InterestProfile | None:
         from agent.stages.profiles import InterestProfile
