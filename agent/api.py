@@ -19,7 +19,6 @@ on one is forgotten on all (snapshot row, profile cache), within that bound.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -29,11 +28,12 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from agent import pipeline
+from agent import folder, pipeline, replica
 from agent.catalogue import check_upsert, new_items
 from agent.config import FeedbackReceipt, Recommendation, Recommendations, RecommenderConfig
 from agent.erasure import replace_snapshot, without_user
-from agent.feedback import Deletion, FeedbackStore, Store, check_event, is_positive, open_store
+from agent.feedback import FeedbackStore, Store, check_event, is_positive
+from agent.folder import CONFIG_FILE, FEEDBACK_FILE
 from agent.llm import LLM
 from agent.llm.guard import GuardedLLM
 from agent.locks import RWLock
@@ -44,12 +44,14 @@ from hyrec.data import Dataset, Interactions, Item, leave_one_out
 from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
-from retrieval.store import ItemStore, StoreConfig
+from retrieval.store import StoreConfig
 
 if TYPE_CHECKING:
     from agent.state import UserState
 
 __all__ = [
+    "CONFIG_FILE",
+    "FEEDBACK_FILE",
     "FeedbackReceipt",
     "Recommendation",
     "Recommendations",
@@ -59,9 +61,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "recommender.json"
-FEEDBACK_FILE = "feedback.sqlite3"
 
 
 class Recommender:
@@ -174,39 +173,7 @@ class Recommender:
 
     def save(self, path: Path) -> None:
         """Write the model folder (hybrid, snapshot, config) and move the feedback store into it."""
-        path = Path(path)
-        target = path / FEEDBACK_FILE
-        if getattr(self.store, "shared", False):  # the feedback stays in the shared database
-            with self._lock.write():
-                self.hybrid.save(path)
-                body = {"config": self.config.to_dict(), "salt": self._salt}
-                (path / CONFIG_FILE).write_text(json.dumps(body, indent=2))
-                self.model_dir = path
-            return
-        with self._lock.write():
-            # A folder that was served already holds feedback: a refit into it keeps those events
-            # (and the salt their pseudonyms were made with) instead of failing half-way through.
-            adopt = target.exists() and (
-                self.store.path is None or target.resolve() != self.store.path.resolve()
-            )
-            if adopt and (self.store.count() or self.store.items()):
-                raise FileExistsError(
-                    f"{target}: the folder already holds feedback and so does this model; save "
-                    "to another folder (nothing was written)"
-                )
-            if adopt and (path / CONFIG_FILE).is_file():
-                self._salt = json.loads((path / CONFIG_FILE).read_text()).get("salt", self._salt)
-            self.hybrid.save(path)
-            body = {"config": self.config.to_dict(), "salt": self._salt}
-            (path / CONFIG_FILE).write_text(json.dumps(body, indent=2))
-            if adopt:
-                self.store.close()
-                self.store = FeedbackStore(
-                    target, synchronous=self.config.synchronous, wait=self.config.store_wait
-                )
-            else:
-                self.store.backup_to(target)
-            self.model_dir = path
+        folder.save(self, path)
 
     @classmethod
     def load(
@@ -238,90 +205,20 @@ class Recommender:
             ImportError: a PostgreSQL URL without the ``hyrec[postgres]`` extra (named).
             agent.feedback.StoreUnavailable: the feedback database cannot be reached.
         """
-        path = Path(path)
-        hybrid = HybridRecommender.load(path)
-        file = path / CONFIG_FILE
-        if file.is_file():
-            body = json.loads(file.read_text())
-            try:
-                config = RecommenderConfig.from_dict(body.get("config", {}), hybrid.config)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{file}: {e}") from None
-            salt = body["salt"]
-        else:  # a folder from `hyrec fit`: keep a salt so pseudonyms stay stable across restarts
-            config, salt = RecommenderConfig(hybrid=hybrid.config), secrets.token_hex(16)
-            file.write_text(json.dumps({"config": config.to_dict(), "salt": salt}, indent=2))
-        encoder = encoder or TextEncoder(
-            TextEncoderConfig(model=config.text_model, show_progress=False)
+        return folder.load(
+            cls,
+            path,
+            llm,
+            encoder=encoder,
+            feedback_path=feedback_path,
+            feedback_url=feedback_url,
+            item_store=item_store,
         )
-        if item_store is not None and hybrid.facts.embeddings is not None:
-            hybrid.store = ItemStore(item_store)
-        store = open_store(
-            feedback_url or feedback_path or path / FEEDBACK_FILE,
-            synchronous=config.synchronous,  # type: ignore[arg-type]
-            wait=config.store_wait,
-            pool_size=config.store_pool,
-        )
-        try:
-            model = cls(hybrid, encoder, config, store, salt=salt, llm=llm, model_dir=path)
-            if getattr(store, "shared", False):
-                model.sync_shared()  # every upsert and deletion so far, then follow the log
-                store.follow(model.sync_shared, config.sync_interval)
-            else:
-                stored = store.items()
-                if stored:
-                    added = model._apply_items(stored, strict=False)
-                    log.info("replayed %d catalogue upserts from %s", len(added), store.path)
-            if item_store is not None and hybrid.store is not None:
-                _sync_item_store(hybrid, item_store)
-        except BaseException:
-            store.close()
-            raise
-        return model
 
     def sync_shared(self) -> int:
-        """Apply what other replicas changed since the last call: catalogue upserts (their text
-        vectors computed here, outside the model lock) and forgotten users (snapshot row blanked
-        in memory, cached profile dropped). Called by the store's follower; a no-op on a store
-        that is not shared. Returns how many changes were applied.
-
-        Raises:
-            agent.feedback.StoreUnavailable: the shared store could not be read (the follower
-                tries again at its next wake-up).
-        """
-        if not getattr(self.store, "shared", False):
-            return 0
-        with self._sync_lock:
-            changes = self.store.changes(self._synced)
-            if changes.items:
-                fresh = new_items(self.catalogue, changes.items, strict=False)
-                encoded = self.encoder.encode_items(fresh) if fresh else []
-                vectors = dict(zip([it.item_id for it in fresh], encoded, strict=True))
-                with self._lock.write():
-                    added = self._apply_items(list(changes.items), strict=False, vectors=vectors)
-                if added:
-                    log.info("applied %d catalogue upserts from other replicas", len(added))
-            for deletion in changes.deletions:
-                self._apply_deletion(deletion)
-            self._synced = changes.version
-            return len(changes.items) + len(changes.deletions)
-
-    def _apply_deletion(self, deletion: Deletion) -> None:
-        """A user forgotten elsewhere: drop their cached profile and, when this replica's
-        snapshot still holds them at the recorded row (the pseudonym must match), blank it."""
-        if self.profiles is not None:
-            self.profiles.forget(deletion.user_key)  # also bumps the generation: no write-back
-        row = deletion.snapshot_row
-        ids = self.catalogue.user_ids
-        if row is None or not 0 <= row < len(ids) or not ids[row]:
-            return
-        if self._user_key(str(ids[row])) != deletion.user_key:
-            return
-        with self._lock.write():
-            new = without_user(self.catalogue, row)  # memory only: the replica that forgot
-            self.hybrid.dataset = new  # the user rewrote the saved snapshot
-            self._seqs = Sequences(new.interactions, new.n_users)
-        log.info("applied a deletion from another replica")
+        """Apply what other replicas changed since the last call (see :func:`agent.replica.sync`);
+        a no-op on a store that is not shared. Returns how many changes were applied."""
+        return replica.sync(self)
 
     def close(self) -> None:
         """Close the feedback store (checkpointing its WAL; stopping the shared follower)."""
@@ -562,23 +459,3 @@ class Recommender:
         return user_state(
             self.catalogue, self._seqs, self.store, user, history, self.config.positive_rating
         )
-
-
-def _sync_item_store(hybrid: HybridRecommender, config: StoreConfig, attempts: int = 5) -> None:
-    """Bring a shared item store up to the catalogue. Replicas starting at once against a new
-    chromadb collection can read it before another replica's first write reached its index
-    (chromadb answers InternalError "Nothing found on disk"): the sync is idempotent, so it is
-    tried again."""
-    import time
-
-    for attempt in range(1, attempts + 1):
-        try:
-            report = hybrid.store.sync(hybrid.dataset.items, hybrid.facts.embeddings)
-        except Exception as e:  # chromadb's errors have no common base worth naming here
-            if attempt == attempts:
-                raise
-            log.warning("item store sync failed (%s); trying again", e)
-            time.sleep(attempt)
-        else:
-            log.info("item store %s: %s", config.host or config.path, report)
-            return

@@ -16,18 +16,18 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# `hyrec serve` with the tests' encoder: agent.api builds its TextEncoder through this name
+# `hyrec serve` with the tests' encoder: agent.folder builds its TextEncoder through this name
 SERVE = """
 import sys
 from dataclasses import replace
 import typer
-import agent.api
+import agent.folder
 from agent.cli.serve import serve
 from encoders.text import TextEncoder
 from tests.test_api import BagOfWords
 
 cache = sys.argv.pop(1)
-agent.api.TextEncoder = lambda config: TextEncoder(
+agent.folder.TextEncoder = lambda config: TextEncoder(
     replace(config, cache_dir=cache), model=BagOfWords(), model_id="bag-of-words"
 )
 typer.run(serve)

@@ -117,7 +117,9 @@ def test_two_served_replicas_behave_as_one_service(saved, pg_url, chroma_url, tm
             # an item upserted on A is recommendable on B within the bound
             new = {"item_id": "new-1", "title": "Beta story deluxe", "description": "",
                    "attributes": {"genres": ["B"], "year": 2001}}  # fmt: skip
-            assert on_a.put("/v1/items", json={"items": [new]}).json()["n_items"] == 25
+            put = on_a.put("/v1/items", json={"items": [new]})
+            assert put.status_code == 200, put.text
+            assert put.json()["n_items"] == 25
             lag = until(lambda: on_b.get("/healthz").json()["n_items"] == 25, BOUND + SLACK)
             # a candidate for a cold user through the query's text neighbours (pop has no count)
             asked = {"user_id": "fan", "k": 30, "query": "Beta story deluxe", "explain": False}
