@@ -47,6 +47,7 @@ from eval.scripted_llm import serve as scripted_llm
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "chaos-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+Window = tuple[str, float, float]  # a phase of the timeline: (name, from s, to s)
 
 
 def fit_model(folder: Path, dataset: str) -> int:
@@ -133,6 +134,12 @@ class Record:
         self.duplicates_acked = 0
         self.unexpected: list[str] = []
         self.llm_in_flight = 0
+        self.t0 = time.monotonic()  # the start of the load (reset by run)
+        # (start s, client s, server s or None) of each 200 feedback sent with an LLM request in
+        # flight: where the time went, by phase of the timeline
+        self.feedback_samples: list[tuple[float, float, float | None]] = []
+        self.connection_errors: list[tuple[str, float, str]] = []  # (endpoint, end s, kind)
+        self.loop_lag: list[float] = []  # how late this process's own event loop woke up (s)
 
 
 async def client(
@@ -173,6 +180,7 @@ async def client(
 async def one(http, base, rec: Record, name, method, path, body) -> bool:
     """Send one request and record it; False when the server could not be reached."""
     in_flight = rec.llm_in_flight > 0
+    started = time.monotonic() - rec.t0
     if name == "recommendations":
         rec.llm_in_flight += 1
     t0 = time.perf_counter()
@@ -188,10 +196,12 @@ async def one(http, base, rec: Record, name, method, path, body) -> bool:
     seconds = time.perf_counter() - t0
     rec.status[name][status] += 1
     if r is None:
+        rec.connection_errors.append((name, started + seconds, status))
         return False
     rec.latency[name].append(seconds)
     if name == "feedback" and in_flight and r.status_code == 200:
         rec.feedback_during_llm.append(seconds)
+        rec.feedback_samples.append((started, seconds, server_seconds(r)))
     if r.status_code >= 500:
         kind = r.json().get("error", {}).get("type", "?") if r.content else "?"
         if not (r.status_code == 503 and kind in ("store_unavailable", "llm_unavailable")):
@@ -204,6 +214,75 @@ async def one(http, base, rec: Record, name, method, path, body) -> bool:
             rec.unexpected.append(f"idempotency key {body['event_id']} stored twice")
         rec.acked[body["event_id"]] = got["event_id"]
     return True
+
+
+def server_seconds(r: httpx.Response) -> float | None:
+    """The server's own time for the request, from its ``Server-Timing: app;dur=<ms>`` header."""
+    for part in r.headers.get("server-timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "app" and dur:
+            return float(dur) / 1000
+    return None
+
+
+async def watch_loop(rec: Record, stop: float, every: float = 0.05) -> None:
+    """How late this process's event loop wakes up: when it is late, every client's latency
+    includes that wait, whatever the server does (the load generator shares the CPUs)."""
+    while time.monotonic() < stop:
+        t = time.monotonic()
+        await asyncio.sleep(every)
+        rec.loop_lag.append(time.monotonic() - t - every)
+
+
+def phases(events: list[tuple[str, float]], t0: float, wait: float) -> list[Window]:
+    """The timeline's windows as ``(name, from s, to s)``; a request started inside one may be
+    held back by that fault. The DB window runs on for the store's ``wait`` (a request that took
+    the lock's last second still waits that long), the restart window for 5 s after the server is
+    back (every client reconnects at once)."""
+    at = {what.split(" after ")[0]: t - t0 for what, t in events}
+    out = []
+    for name, start, end, extra in [
+        ("db locked", "db locked", "db unlocked", wait),
+        ("server down or reconnecting", "server SIGKILLed", "server back", 5.0),
+        ("LLM server down", "LLM server killed", "LLM server back", 0.0),
+    ]:
+        if start in at and end in at:
+            out.append((name, at[start], at[end] + extra))
+    return out
+
+
+def phase_of(t: float, windows: list[Window]) -> str:
+    return next((name for name, a, b in windows if a <= t < b), "no fault")
+
+
+def where_time_went(rec: Record, windows: list[Window]) -> dict[str, Any]:
+    """Feedback while LLM requests were in flight, split by phase of the timeline: client and
+    server p50/p99, so time in the server is told from time queued before or after it."""
+    groups: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    for started, client_s, server_s in rec.feedback_samples:
+        groups[phase_of(started, windows)].append((client_s, server_s))
+    out = {}
+    for name, rows in groups.items():
+        server = [s for _, s in rows if s is not None]
+        out[name] = {
+            "requests": len(rows),
+            "p50_ms": percentile([c for c, _ in rows], 50),
+            "p99_ms": percentile([c for c, _ in rows], 99),
+            "server_p50_ms": percentile(server, 50),
+            "server_p99_ms": percentile(server, 99),
+        }
+    return out
+
+
+def connection_errors(rec: Record, windows: list[Window]) -> dict[str, Any]:
+    """Connection errors that ended inside the server's down window (expected: refused while it
+    is down, or cut when it was killed) and outside it (not expected)."""
+    down = [(a, b) for name, a, b in windows if name.startswith("server down")]
+    inside, outside = Counter(), Counter()
+    for name, ended, kind in rec.connection_errors:
+        hit = any(a <= ended < b for a, b in down)
+        (inside if hit else outside)[f"{name} {kind}"] += 1
+    return {"in_down_window": dict(inside), "outside": dict(outside)}
 
 
 def lock_database(path: Path, seconds: float, log: list) -> None:
@@ -222,13 +301,14 @@ def percentile(values: list[float], q: float) -> float | None:
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model_dir = work / "model"
+    load_start = round(os.getloadavg()[0], 2)
     n_items = fit_model(model_dir, args.dataset)
     llm_port = free_port()
     llm = scripted_llm(llm_port, args.llm_delay)
     service = Service(model_dir, llm_port, work / "server.log")
     service.start()
     rec, events = Record(), []
-    t_start = time.monotonic()
+    t_start = rec.t0 = time.monotonic()
     stop = t_start + args.seconds
 
     async def chaos() -> None:
@@ -254,6 +334,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         await asyncio.gather(
             chaos(),
+            watch_loop(rec, stop),
             *(client(n, http, service.base, rec, stop, n_items) for n in range(args.clients)),
         )
     service.stop()
@@ -266,6 +347,16 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ).fetchone()[0]
     db.close()
     lost = [k for k, eid in rec.acked.items() if stored.get(k) != eid]
+    windows = phases(events, t_start, wait=2.0)  # the store's default wait (RecommenderConfig)
+    if args.samples is not None:
+        args.samples.write_text(
+            "start_s,client_ms,server_ms,phase\n"
+            + "".join(
+                f"{t:.3f},{c * 1000:.1f},{'' if s is None else f'{s * 1000:.1f}'},"
+                f"{phase_of(t, windows)}\n"
+                for t, c, s in rec.feedback_samples
+            )
+        )
     endpoints = {
         name: {
             "requests": sum(rec.status[name].values()),
@@ -291,7 +382,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "p50_ms": percentile(rec.feedback_during_llm, 50),
             "p99_ms": percentile(rec.feedback_during_llm, 99),
         },
+        "feedback_while_llm_in_flight_by_phase": where_time_went(rec, windows),
+        "connection_errors": connection_errors(rec, windows),
+        "load_generator_loop_lag_ms": {
+            "p50": percentile(rec.loop_lag, 50),
+            "p99": percentile(rec.loop_lag, 99),
+            "max": percentile(rec.loop_lag, 100),
+        },
         "timeline_s": [(what, round(t - t_start, 1)) for what, t in events],
+        "load_avg_1min_start": load_start,
         "load_avg_1min_end": round(os.getloadavg()[0], 2),
     }
 
@@ -305,6 +404,7 @@ def table(report: dict[str, Any]) -> str:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(e["status"].items()))
         lines.append(f"| {name} | {e['requests']} | {e['p50_ms']} | {e['p99_ms']} | {statuses} |")
     f = report["feedback_while_llm_in_flight"]
+    e, lag = report["connection_errors"], report["load_generator_loop_lag_ms"]
     lines += [
         "",
         f"- 5xx other than the documented 503s: {report['n_unexpected_5xx']}",
@@ -315,7 +415,23 @@ def table(report: dict[str, Any]) -> str:
         f"- feedback while LLM requests were in flight: {f['requests']} requests, "
         f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
         f"- timeline (s): {report['timeline_s']}",
+        f"- connection errors in the server's down window: {e['in_down_window']}; outside it: "
+        f"{e['outside']}",
+        f"- load generator's own event-loop lag: p50 {lag['p50']} ms, p99 {lag['p99']} ms, "
+        f"max {lag['max']} ms; 1-min load average {report['load_avg_1min_start']} before, "
+        f"{report['load_avg_1min_end']} after (2 cores)",
+        "",
+        "Feedback while LLM requests were in flight, by phase (client time, and the server's own",
+        "time from its Server-Timing header):",
+        "",
+        "| phase | requests | p50 ms | p99 ms | server p50 ms | server p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
+    for name, g in report["feedback_while_llm_in_flight_by_phase"].items():
+        lines.append(
+            f"| {name} | {g['requests']} | {g['p50_ms']} | {g['p99_ms']} | "
+            f"{g['server_p50_ms']} | {g['server_p99_ms']} |"
+        )
     return "\n".join(lines)
 
 
@@ -326,6 +442,13 @@ def main() -> None:
     p.add_argument("--llm-delay", type=float, default=2.0, help="scripted LLM seconds per call")
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="also write each feedback sent with an LLM request in flight as CSV: start s, client "
+        "ms, server ms (to see when the slow ones happened)",
+    )
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hyrec-chaos-"))
     try:

@@ -173,6 +173,50 @@ def test_a_locked_database_is_a_quick_503_and_health_never_blocks(plain, model):
     assert httpx.get(plain.base + "/readyz", timeout=10).json()["status"] == "ok"
 
 
+def test_feedback_waits_for_its_own_threads_and_only_for_the_stores_wait(model):
+    """One thread per pool (``--threads 1``) and the database locked elsewhere: an upsert stuck on
+    the store, then four feedback requests at once. Each feedback is a 503 with Retry-After while
+    the database is still locked: none queues behind the upsert (feedback has its own threads) or
+    behind the thread another feedback holds (the wait for a thread is the store's wait). With one
+    shared pool they took turns, a store wait each, and the last ones were answered only after the
+    database was unlocked."""
+    _, cache, root = model
+    folder = copy_of(model, "one-thread")
+    server = start_serve(folder, cache, root / "one-thread.log", "--no-llm", "--threads", "1")
+    holder = sqlite3.connect(str(folder / "feedback.sqlite3"), timeout=1, isolation_level=None)
+    answers: dict[str, tuple[httpx.Response, float]] = {}
+
+    def send(name: str, path: str, body: dict) -> None:
+        r = post(server, path, body)
+        answers[name] = (r, time.monotonic())
+
+    item = {"items": [{"item_id": "stuck-1", "title": "A story that waits"}]}
+    requests = [("upsert", "/v1/items", item)] + [
+        (f"feedback {n}", "/v1/feedback", {"user_id": f"w{n}", "item_id": "3", "event": "like"})
+        for n in range(4)
+    ]
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        threads = [threading.Thread(target=send, args=r) for r in requests]
+        for t in threads:
+            t.start()
+            time.sleep(0.1)  # the upsert first, then the feedback in order
+        time.sleep(6.0)  # three store waits (2 s each): what the last ones waited in one pool
+        unlocked = time.monotonic()
+        holder.execute("ROLLBACK")
+        for t in threads:
+            t.join(timeout=30)
+        for name, _, _ in requests[1:]:
+            r, at = answers[name]
+            assert r.status_code == 503 and r.headers["retry-after"].isdigit(), (name, r.text)
+            assert at < unlocked, f"{name} was answered only after the database was unlocked"
+        r = post(server, "/v1/feedback", {"user_id": "w9", "item_id": "3", "event": "like"})
+        assert r.status_code == 200  # nothing wedged
+    finally:
+        holder.close()
+        server.stop()
+
+
 # ---- row 5: a user id with a slash can be erased ---------------------------------------------
 def test_any_id_the_feedback_endpoint_accepts_can_be_erased(plain):
     for user in ("a/b", "x y", "ü/../é"):

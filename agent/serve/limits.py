@@ -12,6 +12,10 @@ is read or parsed:
 Pages (``/``, ``/dashboard``, static files) and liveness (``/healthz``) are not protected, so a
 browser can load the page that then asks for the key. Each rejection is a JSON body
 ``{"error": {"message", "type", "details"}}`` naming the limit, like every other error.
+
+:class:`BoundedPool` is the same idea for blocking work: a request waits at most ``wait`` seconds
+for one of its pool's threads, then fails fast (the feedback store's 503 + ``Retry-After``)
+instead of queueing without bound behind threads that are stuck on a locked database.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 
 Scope = dict[str, Any]
@@ -30,6 +36,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 1_000_000  # bytes of one request body (1 MB)
 _UNAUTHORIZED = "missing or wrong API key (Authorization: Bearer)"
+T = TypeVar("T")
 
 
 class BodyTooLarge(HTTPException):
@@ -136,3 +143,38 @@ async def _reject(send: Send, status: int, kind: str, message: str, auth: bool =
     headers.append((b"connection", b"close"))  # the unread body is not drained
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class BoundedPool:
+    """Threads of their own for one kind of blocking call, with a bounded wait for a free one.
+
+    Calls in this pool never queue behind other pools' work (an upsert waiting on the model's
+    write lock, a recommendation's LLM call), and a call that finds every thread taken for
+    ``wait`` seconds raises ``busy()`` without running: the threads are then stuck on something
+    (a database locked elsewhere), and a quick refusal beats a request that stalls behind them.
+    Made inside the event loop (an anyio limiter belongs to one loop), e.g. in the app's lifespan.
+
+    Args:
+        threads: Calls running at once.
+        wait: Longest wait for a thread, in seconds.
+        busy: The exception to raise after that wait.
+    """
+
+    def __init__(self, threads: int, wait: float, busy: Callable[[], Exception]) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.wait = wait
+        self.busy = busy
+        self._gate = anyio.CapacityLimiter(threads)  # taken with a timeout, for the bound
+        self._threads = anyio.CapacityLimiter(threads)  # never waits: the gate admits as many
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the pool's threads (raises ``busy()`` after ``wait``)."""
+        with anyio.move_on_after(self.wait) as waited:
+            await self._gate.acquire()  # a cancelled acquire holds no token
+        if waited.cancelled_caught:
+            raise self.busy()
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        finally:
+            self._gate.release()

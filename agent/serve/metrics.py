@@ -259,7 +259,8 @@ def meter_llm(recommender: Any, metrics: Metrics) -> None:
 
 
 class MetricsMiddleware:
-    """Plain ASGI middleware: counts and times every HTTP request by its route template."""
+    """Plain ASGI middleware: counts and times every HTTP request by its route template, and tells
+    the client the server's time in a ``Server-Timing: app;dur=<ms>`` header."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -275,6 +276,11 @@ class MetricsMiddleware:
         async def sending(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
+                # the server's own time up to the answer (W3C Server-Timing), so a client can
+                # tell time spent here from time spent queued in its own loop or the socket
+                ms = (time.perf_counter() - t0) * 1000
+                headers = [*message.get("headers", ()), (b"server-timing", b"app;dur=%.1f" % ms)]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
