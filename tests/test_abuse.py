@@ -109,7 +109,8 @@ def test_feedback_does_not_wait_behind_a_slow_llm_request_and_an_upsert(model):
         r = post(server, "/v1/feedback", {"user_id": "u7", "item_id": "3", "event": "like"})
         seconds = time.perf_counter() - t0
         assert r.status_code == 200 and r.json()["stored"]
-        assert seconds < 0.2, f"feedback took {seconds * 1000:.0f} ms behind the LLM request"
+        # waiting behind the 10 s LLM call would take ~8.5 s; 1 s leaves room for a busy machine
+        assert seconds < 1.0, f"feedback took {seconds * 1000:.0f} ms behind the LLM request"
         assert upsert < 1.0, f"the upsert waited {upsert:.1f} s for the LLM request"
         assert slow.is_alive()  # the LLM request was still running all along
     finally:  # stopping the server ends the slow request (its client sees the connection close)
