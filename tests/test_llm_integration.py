@@ -151,7 +151,7 @@ def test_cli_serve_runs_in_the_foreground_and_stops_on_ctrl_c() -> None:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
         assert [m["id"] for m in models["data"]] == ["smollm2"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        assert proc.wait(60) == 0  # stopping the llama.cpp child takes seconds on busy cores
         assert _gone(server_pid, within=1.0)
     finally:
         if proc.poll() is None:
