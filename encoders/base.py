@@ -79,6 +79,26 @@ class Scorer(Protocol):
     def load(cls, path: Path) -> Self: ...
 
 
+@runtime_checkable
+class FactorScorer(Protocol):
+    """A scorer whose score is a dot product: ``score(h) == user_vectors(h) @ item_vectors().T``.
+
+    Large catalogues never build its (B, n_items) scores: an ANN index over ``item_vectors()``
+    proposes candidates and only those are scored (:mod:`retrieval.candidates`). SASRec has the
+    same pair as ``interest_vectors`` / ``item_vectors`` (:func:`factor_vectors`)."""
+
+    def user_vectors(self, history: History) -> np.ndarray: ...
+
+    def item_vectors(self) -> np.ndarray: ...
+
+
+def factor_vectors(scorer: Any):
+    """``(user_vectors function, item_vectors function)`` of a dot-product scorer, or ``None``."""
+    users = getattr(scorer, "user_vectors", None) or getattr(scorer, "interest_vectors", None)
+    items = getattr(scorer, "item_vectors", None)
+    return None if users is None or items is None else (users, items)
+
+
 class NotFittedError(RuntimeError):
     """A scorer was asked to score or save before ``fit``."""
 

@@ -37,6 +37,7 @@ from .base import (
     save_csr,
     write_config,
 )
+from .search_space import Float, Int, check_space
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,10 @@ class ItemKNNConfig:
     neighbours: int = (
         10  # chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/tuning-itemknn.md)
     )
+
+
+#: What ``hyrec tune`` searches (docs/tuning.md).
+ITEMKNN_SPACE = check_space({"neighbours": Int(5, 400, log=True)}, ItemKNNConfig, ItemKNNConfig())
 
 
 class ItemKNN:
@@ -138,7 +143,9 @@ class _FactorModel:
         """User factors for histories of users not seen in training."""
         raise NotImplementedError
 
-    def score(self, history: History) -> np.ndarray:
+    def user_vectors(self, history: History) -> np.ndarray:
+        """(B, d) user factors (folded in for unknown users): score = user_vectors @ item_vectors.T
+        (:class:`encoders.base.FactorScorer`, which large catalogues search with an ANN index)."""
         if self.user_factors is None or self.item_factors is None:
             raise NotFittedError(f"{type(self).__name__}.fit() first")
         known = known_users(history, len(self.user_factors))
@@ -146,7 +153,16 @@ class _FactorModel:
         users[known] = self.user_factors[history.users[known]]
         if not known.all():
             users[~known] = self._fold_in(history[~known])
-        return users @ self.item_factors.T
+        return users
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d) item factors."""
+        if self.item_factors is None:
+            raise NotFittedError(f"{type(self).__name__}.fit() first")
+        return self.item_factors
+
+    def score(self, history: History) -> np.ndarray:
+        return self.user_vectors(history) @ self.item_factors.T
 
     def save(self, path: Path) -> None:
         if self.user_factors is None:
@@ -170,6 +186,18 @@ class ALSConfig:
     alpha: float = 1.0  # weight of an observed interaction in the confidence
     iterations: int = 15
     seed: int = 0
+
+
+ALS_SPACE = check_space(
+    {
+        "factors": Int(16, 256, log=True),
+        "regularization": Float(1e-3, 1.0, log=True),
+        "alpha": Float(0.5, 20.0, log=True),
+        "iterations": Int(5, 30),
+    },
+    ALSConfig,
+    ALSConfig(),
+)
 
 
 class ALS(_FactorModel):
@@ -215,6 +243,18 @@ class BPRConfig:
     regularization: float = 0.001
     iterations: int = 100  # more epochs overfit ML-100K at this learning rate
     seed: int = 0
+
+
+BPR_SPACE = check_space(
+    {
+        "factors": Int(16, 256, log=True),
+        "learning_rate": Float(1e-3, 5e-2, log=True),
+        "regularization": Float(1e-4, 1e-1, log=True),
+        "iterations": Int(20, 200),
+    },
+    BPRConfig,
+    BPRConfig(),
+)
 
 
 class BPR(_FactorModel):

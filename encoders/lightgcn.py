@@ -34,6 +34,7 @@ from hyrec.data.splits import History
 from hyrec.metrics import evaluate
 
 from .base import FitData, NotFittedError, known_users, read_config, write_config
+from .search_space import Categorical, Float, Int, check_space
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class LightGCNConfig:
     lr: float = 0.005  # Adam; 3-seed valid 0.0756 vs 0.0747 at 0.01; the paper's 1e-3 is too slow
     reg: float = 1e-4  # L2 on the batch's ego embeddings; 1e-3: 0.0749 (3 seeds), 3e-3: 0.0704
     batch_size: int = 2048  # (user, pos, neg) triples per step; an epoch = every training pair once
+    # Each step propagates over the whole graph (O(edges)), so an epoch of edges / batch_size steps
+    # costs O(edges²). Past this many steps per epoch the batch grows instead (edges / max_steps),
+    # which keeps an epoch O(edges); ML-100K's ~48 steps of 2048 stay as they were.
+    max_steps: int = 64
     init_std: float = 0.1  # N(0, std²) initial embeddings, as in the paper's code
     max_epochs: int = 300  # upper bound; with validation, early stopping ends ML-100K near 100
     eval_every: int = 2  # epochs between validation NDCG@10 checks (when FitData.valid is given)
@@ -55,6 +60,19 @@ class LightGCNConfig:
     # torch intra-op threads while fitting (0: keep torch's). The graph is too small to gain from
     # more, and on a busy shared CPU two threads oversubscribe and ran 10x slower.
     threads: int = 1
+
+
+#: What ``hyrec tune`` searches (docs/tuning.md).
+SEARCH_SPACE = check_space(
+    {
+        "dim": Categorical((32, 64, 128)),
+        "layers": Int(1, 3),
+        "lr": Float(1e-3, 2e-2, log=True),
+        "reg": Float(1e-5, 1e-2, log=True),
+    },
+    LightGCNConfig,
+    LightGCNConfig(),
+)
 
 
 def normalized_adjacency(matrix: sp.csr_matrix) -> torch.Tensor:
@@ -153,6 +171,9 @@ class LightGCN:
         self.best_epoch: int | None = None
         self.best_valid_ndcg: float | None = None  # validation NDCG@10 of the kept epoch
         self.epochs_run = 0  # epochs trained in the last fit (early stopping may end sooner)
+        # not saved: called with (epoch, valid ndcg@10) after each check; True stops (a tuner
+        # prunes by raising from it)
+        self.on_epoch = None
 
     def fit(self, data: FitData) -> Self:
         c = self.config
@@ -208,6 +229,8 @@ class LightGCN:
                 checks_since_best += 1
                 if checks_since_best >= c.patience:
                     break
+            if self.on_epoch is not None and self.on_epoch(epoch, ndcg):
+                break
         if best_state is not None:
             graph.load_state_dict(best_state)
             self.best_valid_ndcg = best
@@ -233,8 +256,9 @@ class LightGCN:
         """One pass over every training pair in shuffled batches; returns the mean loss."""
         order = rng.permutation(len(users))
         total = 0.0
-        for start in range(0, len(order), self.config.batch_size):
-            idx = order[start : start + self.config.batch_size]
+        size = max(self.config.batch_size, -(-len(order) // max(self.config.max_steps, 1)))
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
             u, pos = users[idx], items[idx]
             neg = sample_negatives(u)
             loss = self._loss(graph, *(torch.from_numpy(a) for a in (u, pos, neg)))
@@ -268,7 +292,9 @@ class LightGCN:
                 out[row] = self.item_embeddings[np.unique(items)].mean(axis=0)
         return out
 
-    def score(self, history: History) -> np.ndarray:
+    def user_vectors(self, history: History) -> np.ndarray:
+        """(B, D) propagated user embeddings (folded in for unknown users): score =
+        user_vectors @ item_vectors.T (:class:`encoders.base.FactorScorer`)."""
         if self.user_embeddings is None or self.item_embeddings is None:
             raise NotFittedError("LightGCN.fit() first")
         known = known_users(history, len(self.user_embeddings))
@@ -276,7 +302,16 @@ class LightGCN:
         users[known] = self.user_embeddings[history.users[known]]
         if not known.all():
             users[~known] = self._fold_in(history[~known])
-        return users @ self.item_embeddings.T  # (B, n_items)
+        return users
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, D) propagated item embeddings."""
+        if self.item_embeddings is None:
+            raise NotFittedError("LightGCN.fit() first")
+        return self.item_embeddings
+
+    def score(self, history: History) -> np.ndarray:
+        return self.user_vectors(history) @ self.item_embeddings.T  # (B, n_items)
 
     def save(self, path: Path) -> None:
         if self.user_embeddings is None or self.item_embeddings is None:

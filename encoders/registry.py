@@ -3,22 +3,27 @@
 A plain dict (no import-by-string): each name maps to a scorer class and the typed config it is
 built with, whose defaults were chosen on validation. :func:`make_scorer` takes field overrides as
 data (``{"factors": 32}``), so a hybrid's per-component settings are JSON in its saved config and
-a search space can name them. :func:`load_scorer` reopens any saved scorer from the ``kind`` in
-its ``config.json``.
+a search space can name them: each entry carries its ``space`` (:mod:`encoders.search_space`, what
+``hyrec tune`` may change, declared beside the config). :func:`load_scorer` reopens any saved
+scorer from the ``kind`` in its ``config.json``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from encoders import lightgcn, sasrec
 from encoders.base import Scorer
 from encoders.collaborative import (
     ALS,
+    ALS_SPACE,
     BPR,
+    BPR_SPACE,
+    ITEMKNN_SPACE,
     ALSConfig,
     BPRConfig,
     ItemKNN,
@@ -27,15 +32,18 @@ from encoders.collaborative import (
 )
 from encoders.lightgcn import LightGCN, LightGCNConfig
 from encoders.sasrec import SASRec, SASRecConfig
+from encoders.search_space import SearchSpace
 from encoders.semantic import SemanticConfig, SemanticScorer
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A scorer class and the config it is built with (``None``: it has no settings)."""
+    """A scorer class, the config it is built with (``None``: it has no settings) and the search
+    space a tuner may explore (empty: nothing worth tuning)."""
 
     cls: type
     config: Any = None
+    space: SearchSpace = field(default_factory=dict)
 
     def __call__(self, **params: Any) -> Scorer:
         if self.config is None:
@@ -49,16 +57,19 @@ class Entry:
         return self.cls(replace(self.config, **params))
 
 
+#: id_dropout acts only where an item has both a text and an ID input.
+_SASREC_ONE_INPUT = {k: v for k, v in sasrec.SEARCH_SPACE.items() if k != "id_dropout"}
+
 SCORERS: dict[str, Entry] = {
     "pop": Entry(MostPopular),
-    "itemknn": Entry(ItemKNN, ItemKNNConfig()),
-    "als": Entry(ALS, ALSConfig()),
-    "bpr": Entry(BPR, BPRConfig()),
-    "lightgcn": Entry(LightGCN, LightGCNConfig()),
+    "itemknn": Entry(ItemKNN, ItemKNNConfig(), ITEMKNN_SPACE),
+    "als": Entry(ALS, ALSConfig(), ALS_SPACE),
+    "bpr": Entry(BPR, BPRConfig(), BPR_SPACE),
+    "lightgcn": Entry(LightGCN, LightGCNConfig(), lightgcn.SEARCH_SPACE),
     "semantic": Entry(SemanticScorer, SemanticConfig()),
-    "sasrec": Entry(SASRec, SASRecConfig()),  # text + ID item input
-    "sasrec-text": Entry(SASRec, SASRecConfig(item_input="text")),
-    "sasrec-id": Entry(SASRec, SASRecConfig(item_input="id")),
+    "sasrec": Entry(SASRec, SASRecConfig(), sasrec.SEARCH_SPACE),  # text + ID item input
+    "sasrec-text": Entry(SASRec, SASRecConfig(item_input="text"), _SASREC_ONE_INPUT),
+    "sasrec-id": Entry(SASRec, SASRecConfig(item_input="id"), _SASREC_ONE_INPUT),
 }
 
 #: Scorers that read FitData.item_embeddings.

@@ -69,6 +69,16 @@ class SemanticScorer:
             raise NotFittedError("SemanticScorer.fit() first")
         return unit_rows(self._weights(history) @ self.item_embeddings)
 
+    def user_vectors(self, history: History) -> np.ndarray:
+        """The query vectors (:class:`encoders.base.FactorScorer`: score = these @ items.T)."""
+        return self.query_vectors(history)
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d) unit-norm item text vectors."""
+        if self.item_embeddings is None:
+            raise NotFittedError("SemanticScorer.fit() first")
+        return self.item_embeddings
+
     def score(self, history: History) -> np.ndarray:
         """(B, n_items) float32 cosine between each user's query vector and every item."""
         return self.query_vectors(history) @ self.item_embeddings.T

@@ -55,6 +55,13 @@ def eval_command(
         ),
     ] = 1,
     jobs: Annotated[int, typer.Option(help="Fits to run at once, in worker processes.")] = 1,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tuned.json from `hyrec tune`: adds model 'hybrid-tuned' (the hybrid with "
+            "that config) to --models."
+        ),
+    ] = None,
     text_model: Annotated[
         str,
         typer.Option(
@@ -74,9 +81,12 @@ def eval_command(
         _fail(f"--seeds must be at least 1, got {seeds}")
     if jobs < 1:
         _fail(f"--jobs must be at least 1, got {jobs}")
-    config = EvalConfig(
+    names = _parse_models(models)
+    if config is not None:
+        names = _add_tuned(config, names, jobs)
+    settings = EvalConfig(
         dataset=dataset,
-        models=_parse_models(models),
+        models=names,
         data_dir=str(data_dir) if data_dir else None,
         split=split,
         min_rating=min_rating,
@@ -87,7 +97,7 @@ def eval_command(
         text_model=None if text_model.lower() == "none" else text_model,
     )
     try:
-        report = run_eval(config, out)
+        report = run_eval(settings, out)
     except (DataError, ValueError) as e:
         _fail(str(e))
     table = Table(title=f"{dataset} — {report['protocol']['split']}, full ranking")
@@ -109,6 +119,33 @@ def eval_command(
         table.add_row(name, *(f"{m[c]:.4f}" if c in m else "–" for c in cols))
     console.print(table)
     console.print(f"wrote {out / dataset / 'metrics.json'} and report.md")
+
+
+TUNED = "hybrid-tuned"
+
+
+def _add_tuned(path: Path, names: tuple[str, ...], jobs: int) -> tuple[str, ...]:
+    """Register the tuned hybrid of ``path`` with the harness as model ``hybrid-tuned`` and add it
+    to ``names``. The harness's worker processes rebuild its model table from scratch, so a tuned
+    model is fitted in this process: ``--jobs 1``."""
+    from functools import partial
+
+    from eval import harness
+    from retrieval.hybrid import HybridRecommender
+    from retrieval.tuned import load_tuned
+
+    if jobs != 1:
+        _fail(
+            "--config fits the tuned hybrid in this process; use --jobs 1 (or run one "
+            "`hyrec eval` per model side by side)"
+        )
+    try:
+        tuned = load_tuned(path)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    harness.MODELS[TUNED] = partial(HybridRecommender, tuned)
+    harness.TEXT_MODELS = harness.TEXT_MODELS | {TUNED}
+    return names if TUNED in names else (*names, TUNED)
 
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from hyrec.data import Dataset, Interactions, interaction_matrix
-from hyrec.data.splits import History
+from hyrec.data.splits import EvalTask, History
 from retrieval.filters import item_year
 from retrieval.items import ItemList
 
@@ -136,3 +137,88 @@ def build_features(
         cols += [cand.sources[s] if s in cand.sources else np.zeros(len(idx)) for s in sources]
         out.append(np.stack(cols, axis=1).astype(np.float32))
     return out
+
+
+class RowScores(Protocol):
+    """One component's scores of a batch of users, asked row by row (large catalogues never build
+    the (B, n_items) matrix; the views are in :mod:`retrieval.candidates`)."""
+
+    def informative(self, row: int) -> bool:
+        """Whether the row's scores differ between items (a source without signal proposes
+        nothing)."""
+        ...
+
+    def at(self, row: int, items: np.ndarray) -> np.ndarray:
+        """The row's scores of ``items``."""
+        ...
+
+    def top(self, row: int, n: int, seen: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        """The row's ``n`` best items that are not ``seen`` and are ``allowed``."""
+        ...
+
+    def stats(self, row: int, seen: np.ndarray) -> tuple[float, float]:
+        """Mean and standard deviation (+1e-6) of the row's scores over its unseen items."""
+        ...
+
+    def higher(self, row: int, values: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Per value, the (estimated) number of unseen items scoring strictly higher."""
+        ...
+
+
+def build_features_from_views(
+    history: History,
+    candidates: Sequence[ItemList],
+    views: Mapping[str, RowScores],
+    facts: ItemFacts,
+    sources: Sequence[str],
+    profile_vectors: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """:func:`build_features` for large catalogues: the same columns, each component's z and log
+    rank from its view (exact z; rank exact inside its retrieved list, estimated beyond it)."""
+    seen = seen_rows(history)
+    out = []
+    for row, cand in enumerate(candidates):
+        per_component = []
+        for name, view in views.items():
+            values = cand.columns[name]
+            mean, std = view.stats(row, seen[row])
+            per_component.append(((values - mean) / std, view.higher(row, values, seen[row])))
+        out.append(
+            _feature_matrix(history, row, cand, per_component, facts, sources, profile_vectors)
+        )
+    return out
+
+
+def _feature_matrix(history, row, cand, per_component, facts, sources, profile_vectors):
+    """One row's (n_candidates, n_features) matrix from its per-component (z, rank) pairs."""
+    idx = cand.items
+    cols = []
+    for z, higher in per_component:
+        cols += [np.asarray(z, np.float32), np.log1p(higher)]
+    cols += [np.log1p(facts.popularity[idx]), np.log1p(facts.days_since_last[idx])]
+    cols.append(facts.year[idx])
+    cols.append(np.full(len(idx), np.log1p(len(history.sequences[row]))))
+    if facts.embeddings is not None:
+        seq = history.sequences[row]
+        last = facts.embeddings[seq[-1]] if len(seq) else np.zeros(facts.embeddings.shape[1])
+        cols.append(facts.embeddings[idx] @ last)
+    if profile_vectors is not None:
+        cols.append(facts.embeddings[idx] @ profile_vectors[row])
+    cols += [cand.sources[s] if s in cand.sources else np.zeros(len(idx)) for s in sources]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def sample_rows(rows: np.ndarray, at_most: int, seed: int) -> np.ndarray:
+    """``rows`` when there are at most ``at_most``, else a seeded sample of that many (in their
+    original order), so costs that grow with users × catalogue stop growing with users."""
+    if len(rows) <= at_most:
+        return rows
+    keep = np.random.default_rng(seed).choice(len(rows), at_most, replace=False)
+    return rows[np.sort(keep)]
+
+
+def sample_task(task: EvalTask | None, at_most: int, seed: int) -> EvalTask | None:
+    """:func:`sample_rows` for the users of an evaluation task."""
+    if task is None or len(task) <= at_most:
+        return task
+    return task.subset(sample_rows(np.arange(len(task)), at_most, seed))

@@ -42,17 +42,35 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from encoders.base import FitData, NotFittedError, unit_rows, with_seed
+from encoders.base import FitData, NotFittedError, factor_vectors, unit_rows, with_seed
 from encoders.registry import SCORERS, TEXT_SCORERS, make_scorer
+from encoders.search_space import Categorical, Int, check_space
 from encoders.semantic import SemanticScorer
 from hyrec.data import Dataset, EvalTask, Item, interaction_matrix
 from hyrec.data.splits import History, inner_split
 from hyrec.metrics import evaluate
-from retrieval.candidates import candidates, top_unblocked
-from retrieval.features import ItemFacts, build_features, item_facts
+from retrieval.candidates import (
+    ConstantScores,
+    Depth,
+    FactorSpace,
+    SparseScores,
+    candidate_depth,
+    candidates,
+    candidates_from_views,
+    top_unblocked,
+)
+from retrieval.features import (
+    ItemFacts,
+    RowScores,
+    build_features,
+    build_features_from_views,
+    item_facts,
+    sample_rows,
+    sample_task,
+)
 from retrieval.filters import CatalogueIndex, Filter, item_year
 from retrieval.items import Catalogue, ItemList
-from retrieval.ranker import RANKERS, Groups, Ranker, choose_ranker
+from retrieval.ranker import RANKERS, Groups, Ranker, choose_ranker, make_ranker
 from retrieval.store import ItemStore, StoreConfig
 
 log = logging.getLogger(__name__)
@@ -66,14 +84,30 @@ class HybridConfig:
     # Defaults chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/hybrid-experiments.md).
     components: tuple[str, ...] = ("sasrec", "lightgcn", "als", "itemknn", "semantic", "pop")
     sources: tuple[str, ...] = ("sasrec", "lightgcn", "als", "itemknn", "pop")  # top-N of each
-    per_source: int = 50  # candidates per source; 100 raised recall (0.73 → 0.86), not NDCG@10
-    neighbours: int = 50  # text neighbours of the user's recent items (source "semantic")
-    query_neighbours: int = 50  # text neighbours of a request's query vector (source "query")
+    # Candidate depth: None follows the catalogue size, ⌈√n_items⌉ clipped to [50, 150] (50 up to
+    # 2,500 items, so ML-100K keeps 50; 100 at 10⁴; 150 from 22,500 up; candidate_depth in
+    # retrieval.candidates, docs/scaling.md). On ML-100K 100 per source raised recall, not NDCG@10.
+    per_source: int | None = None  # candidates per source
+    neighbours: int | None = None  # text neighbours of the user's recent items (source "semantic")
+    query_neighbours: int | None = None  # text neighbours of a query vector (source "query")
     query_weight: float = 1.0  # final = z(head) + query_weight · z(query cosine); see module doc
-    # Text neighbours come from chromadb's HNSW index from this catalogue size up; below it, from
-    # an exact cosine over the item vectors (1 ms at 10k items, where HNSW took 5-20 ms).
-    ann_min_items: int = 200_000
+    # From this catalogue size up no (users × items) score matrix is built: dot-product components
+    # propose from faiss IVF indexes and every feature is computed on the candidates only
+    # (retrieval.candidates, "large catalogues"; docs/scaling.md). Below it exact scoring is
+    # cheaper: 10k items served at p99 ~12 ms exactly (eval/results/serving.md).
+    ann_min_items: int = 50_000
+    # Users whose lists train the head, and validation users the components early-stop on and the
+    # head is chosen on: a seeded sample of at most this many each (ML-100K's 943 are all kept).
+    # Both costs grow with users × catalogue, so past this the fit stops growing with users.
+    head_users: int = 5_000
+    valid_users: int = 2_000
+    # Sync the chromadb item store at fit (Recommender.search and the saved model read it). Its
+    # HNSW inserts run at ~800 items/s on 2 cores, the fit's largest cost past ~10⁵ items; no
+    # candidate path reads it (they use exact scores or the faiss indexes).
+    item_store: bool = True
     ranker: str = "auto"  # "lightgbm", "mlp", or "auto": the better validation NDCG@10
+    # per head kind, fields of its config to change, e.g. {"mlp": {"members": 1}}
+    ranker_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0  # every seeded component and the ranking head train from this seed
     # per component, fields of its config to change, e.g. {"als": {"factors": 32}} (JSON data, so
     # it is saved with the model and a tuner can write it)
@@ -104,6 +138,26 @@ class HybridConfig:
                 make_scorer(name, params)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"HybridConfig.params[{name!r}]: {e}") from None
+        for kind, params in self.ranker_params.items():
+            try:
+                make_ranker(kind, params)
+            except ValueError as e:
+                raise ValueError(f"HybridConfig.ranker_params[{kind!r}]: {e}") from None
+
+    def depth(self, n_items: int) -> Depth:
+        """Candidates per source, semantic and query neighbours for a catalogue of ``n_items``."""
+        return candidate_depth(n_items, self.per_source, self.neighbours, self.query_neighbours)
+
+
+#: What ``hyrec tune`` searches for the head (docs/tuning.md); components have their own spaces.
+HEAD_SEARCH_SPACE = check_space(
+    {
+        "per_source": Int(20, 150, step=10),
+        "neighbours": Int(10, 100, step=10),
+        "ranker": Categorical(("lightgbm", "mlp")),  # "auto" would fit both per trial
+    },
+    HybridConfig,
+)
 
 
 def _progress(stage: str, **info: Any) -> dict[str, Any]:
@@ -140,10 +194,15 @@ class HybridRecommender:
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     # ---- fitting ------------------------------------------------------------------------------
-    def _fit_components(self, data: FitData) -> dict[str, Any]:
+    def _fit_components(
+        self, data: FitData, fitted: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         out = {}
         names = self.config.components
         for n, name in enumerate(names, 1):
+            if fitted is not None and name in fitted:  # already fitted on this inner split
+                out[name] = fitted[name]
+                continue
             t0 = time.perf_counter()
             scorer = with_seed(make_scorer(name, self.config.params.get(name)), self.config.seed)
             stage = getattr(scorer, "kind", name)  # the scorer's own progress records use its kind
@@ -179,7 +238,12 @@ class HybridRecommender:
         self.native_items = {name: data.n_items for name in out}
         return out
 
-    def fit(self, data: FitData, profiles: ProfileFn | None = None) -> Self:
+    def fit(
+        self,
+        data: FitData,
+        profiles: ProfileFn | None = None,
+        fitted: Mapping[str, Any] | None = None,
+    ) -> Self:
         """Fit the components on the inner split, then the head (module doc).
 
         Args:
@@ -187,6 +251,8 @@ class HybridRecommender:
             profiles: Optional: (B, d) interest-profile vectors of a batch of histories; the head
                 then gets the ``profile_cosine`` feature. Head-training profiles are computed
                 from the inner histories, which never contain the item the head learns to find.
+            fitted: Optional: components already fitted on ``data``'s inner split with this
+                config's settings (a tuner's head trials reuse them); the others are fitted.
         """
         needs_text = TEXT_SCORERS.intersection(self.config.components)
         if needs_text and data.item_embeddings is None:
@@ -199,10 +265,13 @@ class HybridRecommender:
         self._open_store(data.item_embeddings)
         t0 = time.perf_counter()
         inner_train, held = inner_split(data.train)
-        inner = FitData(data.dataset, inner_train, data.valid, data.item_embeddings)
-        self.components = self._fit_components(inner)
+        seed = self.config.seed
+        valid_task = sample_task(data.valid, self.config.valid_users, seed)
+        inner = FitData(data.dataset, inner_train, valid_task, data.item_embeddings)
+        self.components = self._fit_components(inner, fitted)
         self.facts = item_facts(data.dataset, inner_train, data.item_embeddings)
-        users = held.user.astype(np.int64)
+        self._build_spaces()
+        users = sample_rows(held.user.astype(np.int64), self.config.head_users, seed)
         history = History.from_interactions(inner_train, users, data.n_items, n_users=data.n_users)
         targets = interaction_matrix(held, data.n_users, data.n_items)[users]
         x, y = self._groups(
@@ -212,8 +281,8 @@ class HybridRecommender:
         self.facts = item_facts(data.dataset, data.train, data.item_embeddings)
         self._forget_views()
         valid = None
-        if data.valid is not None:
-            valid = self._groups(data.valid, profiles, "valid-lists", "validation lists")
+        if valid_task is not None:
+            valid = self._groups(valid_task, profiles, "valid-lists", "validation lists")
             self.fit_report["candidate_recall_valid"] = float(np.mean([g.any() for g in valid[1]]))
         heads = ", ".join(RANKERS) if self.config.ranker == "auto" else self.config.ranker
         t_head = time.perf_counter()
@@ -223,8 +292,15 @@ class HybridRecommender:
             extra=_progress("head", label=f"ranking head ({heads}) on {len(x)} users' lists"),
         )
         self.ranker = choose_ranker(
-            self.config.ranker, self.config.seed, x, y, valid, self.fit_report
+            self.config.ranker,
+            self.config.seed,
+            x,
+            y,
+            valid,
+            self.fit_report,
+            params=self.config.ranker_params,
         )
+        self._stage_seconds("head", t_head)
         head_valid = self.fit_report.get("ranker_valid_ndcg@10", {}).get(self.fit_report["ranker"])
         log.info(
             "ranking head %s fitted (valid ndcg@10 %s)",
@@ -262,9 +338,8 @@ class HybridRecommender:
         for start in range(0, len(task), 256):
             batch = task.subset(np.arange(start, min(start + 256, len(task))))
             profiles = profile_fn(batch.history) if profile_fn is not None else None
-            scores = self._component_scores(batch.history)
-            cands = self.candidates(batch.history, scores)
-            xs += build_features(batch.history, cands, scores, self.facts, self._sources, profiles)
+            cands, feats = self._candidates_and_features(batch.history, profiles)
+            xs += feats
             ys += [
                 batch.targets[row].toarray()[0, c.items].astype(np.float32)
                 for row, c in enumerate(cands)
@@ -273,6 +348,7 @@ class HybridRecommender:
                 "%s: %d/%d users", label, len(ys), len(task), extra=_progress(stage, step=len(ys))
             )
         recall = float(np.mean([g.any() for g in ys])) if ys else 0.0
+        self._stage_seconds(stage, t0)
         log.info(
             "%s built: target among the candidates for %.0f%% of users",
             label,
@@ -307,9 +383,7 @@ class HybridRecommender:
         queries = self._check_rows(query_vectors, history, "query_vectors")
         profiles = self._profiles(history, profile_vectors)
         allowed = None if filter is None else self.index.allowed(filter)
-        scores = self._component_scores(history)
-        cands = self.candidates(history, scores, allowed, filter, queries)
-        feats = build_features(history, cands, scores, self.facts, self._sources, profiles)
+        cands, feats = self._candidates_and_features(history, profiles, allowed, filter, queries)
         fused = [
             c.rescored(self._head_scores(c, f, seq)) if len(c) else c
             for c, f, seq in zip(cands, feats, history.sequences, strict=True)
@@ -317,6 +391,108 @@ class HybridRecommender:
         if queries is not None:
             fused = [self._blend_query(c, q) for c, q in zip(fused, queries, strict=True)]
         return [f.top(k) for f in fused]
+
+    def _candidates_and_features(
+        self,
+        history: History,
+        profiles: np.ndarray | None,
+        allowed: np.ndarray | None = None,
+        filter: Filter | None = None,
+        queries: np.ndarray | None = None,
+    ) -> tuple[list[ItemList], list[np.ndarray]]:
+        """Each row's candidates and their feature matrix: from (B, n_items) scores below
+        ``ann_min_items``, from candidate-only views above it (:mod:`retrieval.candidates`)."""
+        if not self._large:
+            scores = self._component_scores(history)
+            cands = self.candidates(history, scores, allowed, filter, queries)
+            return cands, build_features(
+                history, cands, scores, self.facts, self._sources, profiles
+            )
+        views = self._views(history)
+        semantic = self._spaces.get("semantic") or self._spaces.get("query")
+        cands = candidates_from_views(
+            history,
+            views,
+            config=self.config,
+            facts=self.facts,
+            catalogue=self.view,
+            popular=self._popular,
+            query_index=None if semantic is None else semantic.index,
+            allowed=allowed,
+            queries=queries,
+        )
+        return cands, build_features_from_views(
+            history, cands, views, self.facts, self._sources, profiles
+        )
+
+    def _stage_seconds(self, stage: str, since: float) -> None:
+        """Record a fit stage's wall seconds in ``fit_report["stage_seconds"]``."""
+        seconds = round(time.perf_counter() - since, 2)
+        self.fit_report.setdefault("stage_seconds", {})[stage] = seconds
+
+    @property
+    def _large(self) -> bool:
+        return self.dataset is not None and self.dataset.n_items >= self.config.ann_min_items
+
+    def _build_spaces(self) -> None:
+        """ANN indexes over each dot-product component's item vectors (large catalogues only)."""
+        self.__dict__.pop("_spaces", None)
+        if self._large:
+            t0 = time.perf_counter()
+            log.info("indexing item vectors", extra=_progress("ann", label="ANN item indexes"))
+            _ = self._spaces
+            self._stage_seconds("ann", t0)
+            log.info(
+                "item vectors indexed",
+                extra=_progress("ann", done=True, seconds=time.perf_counter() - t0),
+            )
+
+    @cached_property
+    def _spaces(self) -> dict[str, FactorSpace]:
+        """Component name → its :class:`FactorSpace` (and ``"query"`` for request text when no
+        semantic component has one); built once per fit, or on first use after loading."""
+        spaces = {}
+        for name, scorer in self.components.items():
+            pair = factor_vectors(scorer)
+            if pair is not None:
+                spaces[name] = FactorSpace(pair[1]())
+        facts = self.facts
+        if "semantic" not in spaces and facts is not None and facts.embeddings is not None:
+            spaces["query"] = FactorSpace(facts.embeddings)
+        return spaces
+
+    def _views(self, history: History) -> dict[str, RowScores]:
+        """Each component's candidate-only view of this batch's scores."""
+        out: dict[str, RowScores] = {}
+        for name, scorer in self.components.items():
+            known = self.native_items.get(name, history.n_items)
+            h = history
+            if known < history.n_items:
+                h = History(history.users, tuple(s[s < known] for s in history.sequences), known)
+            if name in self._spaces:
+                out[name] = self._spaces[name].view(factor_vectors(scorer)[0](h))
+            elif getattr(scorer, "similarity", None) is not None:  # item-kNN: sparse, exact
+                out[name] = SparseScores(h.matrix @ scorer.similarity)
+            elif getattr(scorer, "counts", None) is not None:  # popularity
+                out[name] = self._constant(name, scorer.counts)
+            else:
+                raise ValueError(
+                    f"component {name!r} has no candidate-only scores for a catalogue of "
+                    f"{history.n_items} items; raise HybridConfig.ann_min_items above it to "
+                    "score it over the whole catalogue"
+                )
+        return out
+
+    def _constant(self, key: str, scores: np.ndarray) -> ConstantScores:
+        """A cached :class:`ConstantScores` of ``scores`` (rebuilt when the array changes)."""
+        cache = self.__dict__.setdefault("_constants", {})
+        if key not in cache or cache[key][0] is not scores:
+            cache[key] = (scores, ConstantScores(scores))
+        return cache[key][1]
+
+    @property
+    def _popular(self) -> ConstantScores:
+        return self._constant("facts:popularity", self.facts.popularity)
 
     def _head_scores(self, cands: ItemList, features: np.ndarray, sequence: np.ndarray):
         """The head's scores; a row with no history (cold start) is outside what the head learned
@@ -509,10 +685,13 @@ class HybridRecommender:
         self.facts = self.facts.extended(np.array([item_year(it) for it in items]), vectors)
         self.dataset = grown
         self._forget_views()
+        self.__dict__.pop("_spaces", None)  # large catalogues: re-index the grown item vectors
         return len(items)
 
     def _open_store(self, embeddings: np.ndarray | None) -> None:
         if embeddings is None or "semantic" not in self.config.components:
+            return
+        if not self.config.item_store:
             return
         if self.store_path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hyrec-store-")
@@ -524,6 +703,7 @@ class HybridRecommender:
         log.info("syncing the item store", extra=_progress("store", label=label))
         self.store = ItemStore(StoreConfig(path=path, show_progress=False))
         self.store.sync(self.dataset.items, embeddings)
+        self._stage_seconds("store", t0)
         log.info(
             "item store synced",
             extra=_progress("store", done=True, seconds=time.perf_counter() - t0),

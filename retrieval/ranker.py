@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
@@ -300,6 +301,23 @@ def load_ranker(path: Path) -> Ranker:
     return RANKERS[kind].load(path)
 
 
+def make_ranker(kind: str, params: Mapping[str, Any] | None = None) -> Ranker:
+    """An unfitted head of ``kind`` with ``params`` (fields of its config) changed.
+
+    Raises:
+        ValueError: an unknown kind or config field (the message names it).
+    """
+    if kind not in RANKERS:
+        raise ValueError(f"unknown ranking head {kind!r}; known: {list(RANKERS)}")
+    cls = RANKERS[kind]
+    default = cls().config
+    try:
+        return cls(replace(default, **dict(params or {})))
+    except TypeError as e:
+        names = [f.name for f in fields(default)]
+        raise ValueError(f"{kind} head: {e}; its config fields are {names}") from None
+
+
 def choose_ranker(
     kind: str,
     seed: int,
@@ -307,16 +325,17 @@ def choose_ranker(
     y: Groups,
     valid: tuple[Groups, Groups] | None,
     report: dict[str, Any],
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Ranker:
     """Fit the head ``kind`` ("auto": every kind, keeping the best validation NDCG@10; without a
     validation task, LightGBM); records each kind's validation score and the choice in
-    ``report``."""
+    ``report``. ``params`` maps a head kind to fields of its config to change."""
     kinds = list(RANKERS) if kind == "auto" else [kind]
     if valid is None and len(kinds) > 1:
         kinds = ["lightgbm"]
     best, chosen = -1.0, None
     for name in kinds:
-        ranker = with_seed(RANKERS[name](), seed).fit(x, y, valid)
+        ranker = with_seed(make_ranker(name, (params or {}).get(name)), seed).fit(x, y, valid)
         score = 0.0  # no validation task: a single head, nothing to choose between
         if valid is not None:
             score = ndcg_at([ranker.predict(g) for g in valid[0]], valid[1])

@@ -331,7 +331,10 @@ def test_profile_feature_is_trained_on_histories_without_the_target():
         model.recommend_batch(history, k=5, profile_vectors=np.ones((1, 8)))
 
 
-def test_chromadb_neighbours_give_the_exact_lists_on_a_small_catalogue(fitted):
+def test_ann_path_gives_the_exact_lists_on_a_small_catalogue(fitted):
+    """The large-catalogue path (faiss proposals, candidate-only features) equals exact scoring
+    where its index is exhaustive (one IVF cell on 24 items) and its rank sample is the whole
+    catalogue."""
     from dataclasses import replace
 
     model, split = fitted
@@ -340,12 +343,12 @@ def test_chromadb_neighbours_give_the_exact_lists_on_a_small_catalogue(fitted):
     flt = Filter(genres_none=("A",), exclude_ids=("23",))
     exact = model.recommend_batch(history, k=5, filter=flt, query_vectors=queries)
     config = model.config
-    model.config = replace(config, ann_min_items=0)  # every catalogue goes through HNSW
+    model.config = replace(config, ann_min_items=0)  # every catalogue takes the ANN path
     try:
         ann = model.recommend_batch(history, k=5, filter=flt, query_vectors=queries)
     finally:
         model.config = config
-    for a, b in zip(exact, ann, strict=True):  # HNSW is exact on 24 items
+    for a, b in zip(exact, ann, strict=True):
         np.testing.assert_array_equal(a.items, b.items)
         assert 23 not in b.items.tolist() and (b.items >= 12).all()
 

@@ -205,7 +205,7 @@ def test_fused_lists_hold_only_allowed_unseen_items_k_at_most_sorted(hybrid, req
     lists = hybrid.recommend_batch(history, k=k, filter=filter, query_vectors=queries)
     every = hybrid.recommend_batch(history, k=N_ITEMS, filter=filter, query_vectors=queries)
     ok = allowed_items(hybrid, filter)
-    per_source = hybrid.config.per_source
+    per_source = hybrid.config.depth(N_ITEMS).per_source
     assert len(lists) == len(every) == len(history)
     for row, (lst, full) in enumerate(zip(lists, every, strict=True)):
         items = lst.items.tolist()

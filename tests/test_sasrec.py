@@ -181,3 +181,61 @@ def test_text_modes_need_embeddings(data):
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="item_input"):
         SASRecConfig(item_input="title")
+
+
+def test_sampled_softmax_learns_the_cycle_too(data):
+    model = SASRec(tiny("text+id", loss="sampled", negatives=6)).fit(data)
+    assert model.uses_sampled_loss
+    lasts = np.arange(N_ITEMS)
+    history = History(np.full(N_ITEMS, -1), tuple(np.array(walk(i)) for i in lasts), N_ITEMS + 1)
+    assert (model.score(history).argmax(axis=1) == (lasts + 1) % N_ITEMS).mean() >= 0.9
+
+
+def test_auto_loss_samples_only_when_the_catalogue_outgrows_the_negatives(data):
+    # 12 trained items: 3000 negatives would be more than the whole softmax, 6 are fewer
+    assert not SASRec(tiny(max_epochs=1)).fit(data).uses_sampled_loss
+    assert SASRec(tiny(max_epochs=1, negatives=6)).fit(data).uses_sampled_loss
+    assert not SASRec(tiny(max_epochs=1, loss="full", negatives=6)).fit(data).uses_sampled_loss
+    with pytest.raises(ValueError, match="loss must be one of"):
+        SASRecConfig(loss="bce")
+
+
+def test_the_epoch_hook_sees_each_validated_epoch_and_can_stop(data):
+    split = leave_one_out(data.dataset)
+    held = FitData(data.dataset, split.train, split.task("valid"), data.item_embeddings)
+    seen = []
+    model = SASRec(tiny("text+id", max_epochs=10))
+    model.on_epoch = lambda epoch, value: seen.append((epoch, value)) or epoch == 3
+    model.fit(held)
+    assert [e for e, _ in seen] == [1, 2, 3] and len(model.history_) == 3
+    assert [v for _, v in seen] == [r["valid_ndcg@10"] for r in model.history_]
+
+    def prune(epoch, value):
+        raise RuntimeError("pruned")
+
+    model.on_epoch = prune
+    with pytest.raises(RuntimeError, match="pruned"):
+        model.fit(held)
+
+
+def test_the_context_comes_from_the_data_unless_fixed(data):
+    # the cycle's users have 5-9 events: median 7 → a context of 10, capped by max_len
+    assert SASRec(tiny(max_epochs=1, max_len=50)).fit(data).config.max_len == 10
+    fixed = SASRec(tiny(max_epochs=1, max_len=50, len_from_data=False)).fit(data)
+    assert fixed.config.max_len == 50 and fixed.net.pos.num_embeddings == 50
+
+
+def test_a_model_saved_before_the_context_rule_loads_and_scores_the_same(fitted, tmp_path):
+    import json
+
+    model = fitted["text+id"]
+    model.save(tmp_path / "m")
+    file = tmp_path / "m" / "config.json"
+    body = json.loads(file.read_text())
+    for key in ("len_from_data", "loss", "negatives"):  # what an older version wrote lacks them
+        body["config"].pop(key)
+    file.write_text(json.dumps(body))
+    loaded = SASRec.load(tmp_path / "m")
+    assert loaded.config.max_len == model.config.max_len
+    history = History.of_items([0, 1, 2, 3], N_ITEMS + 1)
+    np.testing.assert_allclose(loaded.score(history), model.score(history), atol=1e-6)

@@ -63,7 +63,7 @@ def demo(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(help="Fit profile: quick (~1.7 min on 2 cores) or full (~5 min)."),
+        typer.Option(help="Fit profile: quick (~1.2 min on 2 cores) or full (~5 min)."),
     ] = "quick",
     user: Annotated[str, typer.Option(help="User id to recommend for.")] = "196",
     message: Annotated[

@@ -69,23 +69,33 @@ def fit(
     text_model: Annotated[
         str, typer.Option(help="Item text encoder (default: packaged MiniLM).")
     ] = "minilm",
+    tune: Annotated[
+        str | None,
+        typer.Option(help="First tune on the validation split for this wall time (30m, 1h)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Fit a tuned.json written by `hyrec tune`.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Fit the hybrid recommender (components, chromadb store, ranking head) and save it; shows
     each stage as it runs and ends with every part's validation NDCG@10."""
     from agent.cli.progress import FitProgress, fit_summary
+    from agent.cli.tune import tuned_hybrid
 
     _setup_logging(verbose)
     chosen = _profile(profile)
+    hybrid = tuned_hybrid(dataset, data_dir, text_model, out, chosen.hybrid, tune, config)
     start = time.perf_counter()
     try:
         with FitProgress(console):
-            model = _fit_recommender(dataset, data_dir, text_model, out, chosen.hybrid)
+            model = _fit_recommender(dataset, data_dir, text_model, out, hybrid)
     except (DataError, ValueError) as e:
         _fail(str(e))
     model.close()
     seconds = time.perf_counter() - start
-    console.print(fit_summary(model.hybrid.fit_report, profile=chosen.name, seconds=seconds))
+    name = chosen.name if hybrid is chosen.hybrid else "tuned"
+    console.print(fit_summary(model.hybrid.fit_report, profile=name, seconds=seconds))
     console.print(f"saved to {out}")
 
 
@@ -266,17 +276,21 @@ def _forward(argv: list[str]) -> int:
 
 def _register_agent_commands() -> None:
     """The agent doors live in their own modules; they import their heavy parts lazily."""
+    from agent.cli import batch as cli_batch
     from agent.cli import chat as cli_chat
     from agent.cli import demo as cli_demo
     from agent.cli import llm as cli_llm
     from agent.cli import profile as cli_profile
     from agent.cli import serve as cli_serve
+    from agent.cli import tune as cli_tune
 
     app.command("demo")(cli_demo.demo)
     app.add_typer(cli_llm.app, name="llm")
+    app.add_typer(cli_batch.app, name="batch")
     app.command("profile")(cli_profile.profile)
     app.command("serve")(cli_serve.serve)
     app.command("chat")(cli_chat.chat)
+    app.command("tune")(cli_tune.tune_command)
 
 
 _register_agent_commands()
