@@ -138,6 +138,9 @@ def test_cli_serve_runs_in_the_foreground_and_stops_on_ctrl_c() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        # as from a terminal: a test run started in the background (`make test &`, CI runners)
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines = []
