@@ -116,27 +116,12 @@ def build_features(
     seen = seen_rows(history) if seen is None else seen
     items = [c.items for c in candidates]
     per_component = [standardised_and_ranks(s, seen, items) for s in scores.values()]
-    item_cols = np.stack(
-        [np.log1p(facts.popularity), np.log1p(facts.days_since_last), facts.year], axis=1
-    ).astype(np.float32)  # (n_items, 3)
-    out = []
-    for row, cand in enumerate(candidates):
-        idx = cand.items
-        cols = []
-        for component in per_component:
-            z, higher = component[row]
-            cols += [z, np.log1p(higher)]
-        cols += list(item_cols[idx].T)
-        cols.append(np.full(len(idx), np.log1p(len(history.sequences[row]))))
-        if facts.embeddings is not None:
-            seq = history.sequences[row]
-            last = facts.embeddings[seq[-1]] if len(seq) else np.zeros(facts.embeddings.shape[1])
-            cols.append(facts.embeddings[idx] @ last)
-        if profile_vectors is not None:
-            cols.append(facts.embeddings[idx] @ profile_vectors[row])
-        cols += [cand.sources[s] if s in cand.sources else np.zeros(len(idx)) for s in sources]
-        out.append(np.stack(cols, axis=1).astype(np.float32))
-    return out
+    return [
+        _feature_matrix(
+            history, row, cand, [c[row] for c in per_component], facts, sources, profile_vectors
+        )
+        for row, cand in enumerate(candidates)
+    ]
 
 
 class RowScores(Protocol):
