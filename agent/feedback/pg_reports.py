@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from agent.feedback.events import HIT_EVENTS
+from agent.feedback.reports import online_rates
 
 
 class PgReports:
@@ -62,11 +63,4 @@ class PgReports:
             shown, hits, dislikes = conn.execute(
                 query, (list(HIT_EVENTS), horizon_seconds, horizon_seconds)
             ).fetchone()
-        shown, hits, dislikes = int(shown or 0), int(hits or 0), int(dislikes or 0)
-        return {
-            "shown": shown,
-            "hits": hits,
-            "dislikes": dislikes,
-            "hit_rate": hits / shown if shown else 0.0,
-            "dislike_rate": dislikes / shown if shown else 0.0,
-        }
+        return online_rates(shown, hits, dislikes)

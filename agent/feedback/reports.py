@@ -68,11 +68,16 @@ class Reports:
             shown, hits, dislikes = conn.execute(
                 query, (*HIT_EVENTS, horizon_seconds, horizon_seconds)
             ).fetchone()
-        shown, hits, dislikes = int(shown or 0), int(hits or 0), int(dislikes or 0)
-        return {
-            "shown": shown,
-            "hits": hits,
-            "dislikes": dislikes,
-            "hit_rate": hits / shown if shown else 0.0,
-            "dislike_rate": dislikes / shown if shown else 0.0,
-        }
+        return online_rates(shown, hits, dislikes)
+
+
+def online_rates(shown: int | None, hits: int | None, dislikes: int | None) -> dict[str, float]:
+    """The online metrics from their counts (``None`` from SQL over no rows counts as 0)."""
+    shown, hits, dislikes = int(shown or 0), int(hits or 0), int(dislikes or 0)
+    return {
+        "shown": shown,
+        "hits": hits,
+        "dislikes": dislikes,
+        "hit_rate": hits / shown if shown else 0.0,
+        "dislike_rate": dislikes / shown if shown else 0.0,
+    }
