@@ -15,33 +15,33 @@ forgotten users go through the store's change log; each replica follows it
 (:meth:`Recommender.sync_shared`, woken by ``NOTIFY`` and at least every ``sync_interval``
 seconds), so an item upserted on one replica is recommendable on the others, and a user forgotten
 on one is forgotten on all (snapshot row, profile cache), within that bound.
+
+The class is the API's surface; what its methods do lives beside it: the model folder
+(:mod:`agent.folder`), the LLM stages it is built with (:mod:`agent.llm_stages`), search, similar
+items and explain (:mod:`agent.lookups`), feedback and forgetting a user (:mod:`agent.user_data`),
+catalogue upserts (:mod:`agent.upserts`) and what a replica follows (:mod:`agent.replica`).
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-import numpy as np
-
-from agent import folder, pipeline, replica
-from agent.catalogue import check_upsert, new_items
+from agent import folder, lookups, pipeline, replica, upserts, user_data
 from agent.config import FeedbackReceipt, Recommendation, Recommendations, RecommenderConfig
-from agent.erasure import replace_snapshot, without_user
-from agent.feedback import FeedbackStore, Store, check_event, is_positive
+from agent.feedback import FeedbackStore, Store
 from agent.folder import CONFIG_FILE, FEEDBACK_FILE
 from agent.llm import LLM
 from agent.llm.guard import GuardedLLM
+from agent.llm_stages import llm_stages
 from agent.locks import RWLock
 from agent.state import Sequences, UnknownItemError, item_index, user_state
 from encoders.base import FitData
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import Dataset, Interactions, Item, leave_one_out
-from hyrec.data.snapshot import load_snapshot
 from retrieval.filters import Filter
 from retrieval.hybrid import HybridRecommender
 from retrieval.store import StoreConfig
@@ -59,8 +59,6 @@ __all__ = [
     "RecommenderConfig",
     "UnknownItemError",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class Recommender:
@@ -93,24 +91,15 @@ class Recommender:
         self._sync_lock = threading.Lock()  # one sync_shared at a time
         self._synced = 0  # the newest shared change applied here
         self._seqs = Sequences(self.catalogue.interactions, self.catalogue.n_users)
-        profiles = reranker = None
-        if llm is not None or hybrid.uses_profile:
-            # a head trained with the profile feature needs a profile vector even without an LLM:
-            # the service then builds the deterministic, attribute-based profile
-            from agent.stages.profiles import ProfileService
-
-            cache = model_dir / "profiles" if model_dir is not None else None
-            profiles = ProfileService(self.llm, encoder, cache_dir=cache)
-            if getattr(store, "shared", False):  # entries in the shared store, under a salt
-                from agent.stages.privacy import pseudonymize  # every replica derives alike
-                from agent.stages.profile_cache import ProfileCache
-
-                derived = pseudonymize("hyrec-profile-cache", salt)
-                profiles.cache = ProfileCache(cache, salt=derived, entries=store)
-        if llm is not None:
-            from agent.stages.rerank import LLMReranker
-
-            reranker = LLMReranker(self.llm, config.rerank)
+        profiles, reranker = llm_stages(
+            self.llm,
+            encoder,
+            config.rerank,
+            store,
+            salt=salt,
+            uses_profile=hybrid.uses_profile,
+            model_dir=model_dir,
+        )
         self.parts = pipeline.Parts(
             hybrid=hybrid,
             encoder=encoder,
@@ -269,52 +258,17 @@ class Recommender:
         self, query: str, k: int = 10, filters: Filter | None = None
     ) -> list[Recommendation]:
         """Catalogue items whose text is nearest to ``query`` (the chromadb store, cosine)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if not query.strip():
-            raise ValueError("query must not be empty")
-        with self._lock.read():
-            store = self.hybrid.store
-            if store is None:
-                raise ValueError(
-                    "this model has no text store (fit it with the semantic component)"
-                )
-            vec = self.encoder.encode_queries([query])
-            hits = store.query(vec, k, where=filters)[0]
-            found = hits.indexed(self.catalogue.item_index, self.hybrid.view)
-            return [
-                Recommendation(
-                    it.item_id, it.title, float(cos), ("query",), {"query": float(cos)}, None
-                )
-                for it, cos in ((found.item(r), found.scores[r]) for r in range(len(found)))
-            ]
+        return lookups.search(self, query, k, filters)
 
     def similar_items(
         self, item_id: str, k: int = 10, filters: Filter | None = None
     ) -> list[Recommendation]:
         """Items like ``item_id`` (text and collaborative neighbours, per the hybrid)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        with self._lock.read():
-            lst = self.hybrid.similar(self._index(item_id), k, filters)
-            return [pipeline.as_recommendation(lst, r) for r in range(len(lst))]
+        return lookups.similar_items(self, item_id, k, filters)
 
     def explain(self, user: str, item_id: str) -> str:
         """Why ``item_id`` suits ``user``, grounded in their history (LLM, or deterministic)."""
-        from agent.stages.reasons import explain as explain_item
-
-        with self._lock.read():
-            index = self._index(item_id)
-            state = self._state(user, None)
-            events, items = state.latest(self.config.profile_events, without=index)
-            embeddings = self.hybrid.facts.embeddings
-            vectors = embeddings[items] if embeddings is not None else None
-            item_vector = embeddings[index] if embeddings is not None else None
-            item = self.catalogue.items[index]
-        with pipeline.budget(self.parts):
-            return explain_item(
-                self.llm, events, item, history_vectors=vectors, item_vector=item_vector
-            )
+        return lookups.explain(self, user, item_id)
 
     # ---- feedback and deletion -----------------------------------------------------------------
     def feedback(
@@ -339,30 +293,7 @@ class Recommender:
             agent.feedback.EventConflict: ``event_id`` was used for a different event.
             agent.feedback.StoreUnavailable: the store could not commit in time (retry later).
         """
-        if not isinstance(user, str) or not user.strip():
-            raise ValueError("user id must be a non-empty string")
-        check_event(event, value)
-        # no model lock: the catalogue only grows, so an item that passed the check stays, and
-        # feedback never waits behind a catalogue writer or someone else's LLM call
-        self._index(item_id)
-        stored = self.store.add(user, item_id, event, value, client_id=event_id)
-        if self.profiles is not None:
-            try:  # after the commit: a failure here must not fail an event that is stored
-                self.profiles.forget(self._user_key(user))  # stale: rebuilt on the next request
-            except OSError as e:
-                log.warning("feedback stored, but the cached profile could not be dropped: %s", e)
-        positive = is_positive(event, value, self.config.positive_rating)
-        return FeedbackReceipt(
-            stored.id,
-            user,
-            item_id,
-            event,
-            value,
-            stored.timestamp,
-            positive,
-            stored.client_id,
-            stored.duplicate,
-        )
+        return user_data.feedback(self, user, item_id, event, value, event_id)
 
     def forget_user(self, user: str) -> int:
         """Remove every trace of ``user``: stored events, cached profile and its embedding, and
@@ -374,31 +305,7 @@ class Recommender:
         Returns:
             Events removed (stored feedback plus snapshot interactions).
         """
-        with self._lock.write():
-            key = self._user_key(user)
-            row = self.catalogue.user_index.get(user)
-            removed = self.store.forget(  # a shared store also records it for the replicas
-                user,
-                user_key=key,
-                profile_key=self.profiles.user_pseudonym(key) if self.profiles else None,
-                snapshot_row=row,
-            )
-            if self.profiles is not None:
-                self.profiles.forget(key)
-            if row is not None:
-                removed += self._drop_snapshot_user(row)
-        log.info("forgot a user: %d events removed", removed)
-        return removed
-
-    def _drop_snapshot_user(self, row: int) -> int:
-        if self.model_dir is not None:  # the saved snapshot, not the live catalogue: items upserted
-            folder = self.model_dir / "data"  # since the save are replayed from the store on load
-            replace_snapshot(without_user(load_snapshot(folder), row), folder)
-        new = without_user(self.catalogue, row)
-        removed = len(self.catalogue.interactions) - len(new.interactions)
-        self.hybrid.dataset = new
-        self._seqs = Sequences(new.interactions, new.n_users)
-        return removed
+        return user_data.forget_user(self, user)
 
     # ---- catalogue ----------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[Item]) -> int:
@@ -413,34 +320,13 @@ class Recommender:
                 catalogue with different content (changing an item needs a refit); nothing
                 changes then.
         """
-        check_upsert(items)
-        # the text vectors are computed before the write lock, which is held only to apply them
-        fresh = new_items(self.catalogue, items, strict=True)
-        encoded = self.encoder.encode_items(fresh) if fresh else []
-        vectors = dict(zip([it.item_id for it in fresh], encoded, strict=True))
-        with self._lock.write():
-            added = self._apply_items(items, strict=True, vectors=vectors)
-            # served first, stored second: a crash in between loses an item nobody was told
-            # about, never one that was acknowledged (and a failed add stores nothing). The whole
-            # request is stored, not only the new items, so a retry after a failed store write
-            # still stores items the first attempt already served.
-            self.store.upsert_items(items)
-        return len(added)
+        return upserts.upsert_items(self, items)
 
     def _apply_items(
         self, items: Sequence[Item], *, strict: bool, vectors: dict | None = None
     ) -> list[Item]:
-        """Add the items the catalogue does not hold yet; returns them. ``vectors``: text vectors
-        computed beforehand, by id (the others are encoded here)."""
-        fresh = new_items(self.catalogue, items, strict=strict)  # again: a concurrent upsert
-        if fresh:  # may have added some since the vectors were computed
-            known = dict(vectors or {})
-            missing = [it for it in fresh if it.item_id not in known]
-            if missing:
-                encoded = self.encoder.encode_items(missing)
-                known.update(zip([it.item_id for it in missing], encoded, strict=True))
-            self.hybrid.add_items(fresh, np.stack([known[it.item_id] for it in fresh]))
-        return fresh
+        """Add the items the catalogue does not hold yet (:func:`agent.upserts.apply_items`)."""
+        return upserts.apply_items(self, items, strict=strict, vectors=vectors)
 
     # ---- internals ------------------------------------------------------------------------------
     @property

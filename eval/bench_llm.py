@@ -18,7 +18,8 @@ test user's state taken from the split (their training history, as the harness s
   profiles for the evaluated users; ``profile:llm+llm`` — plus the LLM re-ranker.
 
 The deterministic rows are also measured on every test user (``--all`` rows), where the sample is
-too small to separate them.
+too small to separate them. The report files are :mod:`eval.bench_llm_report`; ``--throughput``
+measures :mod:`eval.bench_llm_throughput` instead.
 
 Usage::
 
@@ -36,7 +37,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,19 +48,20 @@ from agent import pipeline
 from agent.config import RecommenderConfig
 from agent.llm import LLM
 from agent.llm.guard import GuardedLLM
-from agent.stages.profiles import HistoryProfiles, ProfileConfig, ProfileService
+from agent.stages.history_profiles import HistoryProfiles
+from agent.stages.profiles import ProfileConfig, ProfileService
 from agent.stages.rerank import LLMReranker, RerankConfig
 from agent.state import UserState
 from encoders.base import FitData
 from encoders.text import TextEncoder
+from eval.bench_llm_report import COLUMNS, load_averages, percentile_ms, plain, write
+from eval.bench_llm_throughput import throughput
 from eval.harness import EvalConfig, make_split, sample_users
 from hyrec.data import EvalTask, load_dataset
 from hyrec.metrics import evaluate
 from retrieval.hybrid import HybridConfig, HybridRecommender
 
 log = logging.getLogger(__name__)
-
-COLUMNS = ("ndcg@10", "hr@10", "ild@10", "coverage@10")
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,6 @@ class BenchConfig:
     window: int = 20  # the head's top-K the re-ranker sees
     llm: bool = True  # False: deterministic rows only
     all_users: bool = True  # also measure the deterministic rows on every test user
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 class Bench:
@@ -162,7 +153,7 @@ class Bench:
                 out[row, top] = np.arange(len(top), 0, -1, dtype=np.float32)
             return out
 
-        load_before = _load()
+        load_before = load_averages()
         t0 = time.perf_counter()
         metrics = evaluate(
             score,
@@ -179,13 +170,13 @@ class Bench:
         if r is not None:
             lat = r.stats["seconds"]
             row.update(
-                rerank_p50_ms=_percentile(lat, 50),
-                rerank_p99_ms=_percentile(lat, 99),
+                rerank_p50_ms=percentile_ms(lat, 50),
+                rerank_p99_ms=percentile_ms(lat, 99),
                 rerank_methods=dict(r.stats["methods"]),
                 llm_validity_error_rate=None
                 if r.validity_error_rate is None
                 else round(r.validity_error_rate, 3),
-                rerank_stats=_plain({k: v for k, v in r.stats.items() if k != "seconds"}),
+                rerank_stats=plain({k: v for k, v in r.stats.items() if k != "seconds"}),
             )
         row.update(extra or {})
         self.results[name] = row
@@ -257,94 +248,13 @@ class Bench:
             "machine": {
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
-                "load_avg_end": _load(),
+                "load_avg_end": load_averages(),
             },
             "llm": getattr(self.llm, "name", None),
             "rows": self.results,
             "profile_stats": self.profile_stats,
             "command": "python -m eval.bench_llm " + " ".join(sys.argv[1:]),
         }
-
-
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
-
-
-def _plain(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in stats.items()}
-
-
-def write(report: dict[str, Any], folder: Path) -> None:
-    """``llm_ablation.json`` and a markdown table ``llm_ablation.md``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "llm_ablation.json").write_text(json.dumps(report, indent=2) + "\n")
-    cols = [*COLUMNS, "users", "llm_validity_error_rate", "rerank_p50_ms", "rerank_p99_ms"]
-    lines = [
-        f"# LLM-stage ablation on {report['dataset']['name']} (LLM: {report['llm']})",
-        "",
-        "; ".join(f"{k}: {v}" for k, v in report["protocol"].items()) + ".",
-        f"Hybrid components: {', '.join(report['config']['components'])}.",
-        "",
-        "| row | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for name, row in report["rows"].items():
-        cells = ["–" if row.get(c) is None else str(row.get(c)) for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if report["profile_stats"]:
-        lines += ["", "Profiles: " + json.dumps(report["profile_stats"])]
-    (folder / "llm_ablation.md").write_text("\n".join(lines) + "\n")
-
-
-def throughput(
-    llm: LLM, users: int, seed: int = 0, sample: int = 100, dataset: str = "ml-100k"
-) -> dict[str, Any]:
-    """Profiles/s and LLM re-rank latency, one request at a time (no queueing behind the server).
-
-    Profiles: the first ``users`` of the ablation's seeded ``sample`` (test-time histories).
-    Re-rank: each of those users' 20 most popular unseen items, with their last 10 titles.
-    """
-    from retrieval.items import Catalogue, ItemList
-
-    ds = load_dataset(dataset)
-    split = make_split(ds, EvalConfig(dataset=dataset))
-    test = split.task("test")
-    rows = sample_users(len(test), sample, seed)
-    rows = (np.arange(len(test)) if rows is None else rows)[:users]  # None: the sample is everyone
-    history = test.subset(rows).history
-    load_start = _load()
-    service = ProfileService(llm, config=ProfileConfig(concurrency=1))
-    t0 = time.perf_counter()
-    HistoryProfiles(service, ds).profiles(history)
-    seconds = time.perf_counter() - t0
-    popularity = np.bincount(split.train.item, minlength=ds.n_items).astype(np.float32)
-    reranker = LLMReranker(llm)
-    latencies = []
-    for seq in history.sequences:
-        scores = popularity.copy()
-        scores[seq] = -1.0
-        top = np.argsort(-scores, kind="stable")[:20]
-        catalogue = Catalogue(ds.items, np.eye(ds.n_items, 16, dtype=np.float32))
-        result = reranker.rerank(
-            [ds.items[i].title for i in seq[-10:]],
-            ItemList(top, scores[top], catalogue=catalogue),
-            10,
-        )
-        latencies.append(result.seconds)
-    return {
-        "users": users,
-        "profile_seconds": round(seconds, 1),
-        "profiles_per_s": round(users / seconds, 4),
-        "profile_stats": _plain(service.stats),
-        "rerank_p50_ms": _percentile(latencies, 50),
-        "rerank_p99_ms": _percentile(latencies, 99),
-        "rerank_stats": _plain(reranker.stats),
-        "load_avg_start": load_start,
-        "load_avg_end": _load(),
-    }
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ report.
 ``run_eval`` is what ``hyrec eval`` and ``python -m eval`` call. It writes
 ``<out>/<dataset>/metrics.json`` (protocol, dataset fingerprint, seed, per-model metrics with
 fit/eval seconds, the plots' ``activity`` and ``tradeoff`` numbers from :mod:`eval.tradeoff`), the
-PNGs of :mod:`eval.plots` and ``report.md``, which links them.
+PNGs of :mod:`eval.plots` and ``report.md``, which links them (written by :mod:`eval.report`).
 
 Seeds: a model whose fit depends on a seed (``config.seed``: ALS, BPR, LightGCN, SASRec, the
 hybrid) can be fitted ``seeds`` times, from seeds 0, 1, …; its row is then the mean over those fits,
@@ -16,14 +16,13 @@ models, so a single-seed comparison of trained models can point either way. Mode
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from tqdm.auto import tqdm
 from encoders.base import FitData, Scorer, is_seeded, with_seed
 from encoders.registry import SCORERS, TEXT_SCORERS
 from encoders.text import TextEncoder, TextEncoderConfig
-from eval import plots, tradeoff
+from eval import tradeoff
+from eval.report import write_report
 from hyrec.data import Dataset, Split, leave_one_out, load_dataset, temporal_split, to_implicit
 from hyrec.metrics import evaluate
 from hyrec.threads import limit_blas
@@ -48,32 +48,6 @@ MODELS: dict[str, Callable[[], Scorer]] = {**SCORERS, "hybrid": HybridRecommende
 #: Models that read item text embeddings (FitData.item_embeddings).
 TEXT_MODELS = TEXT_SCORERS | {"hybrid"}
 
-REPORT_COLUMNS = (
-    "valid_ndcg@10",
-    "ndcg@10",
-    "hr@10",
-    "mrr@10",
-    "ndcg@20",
-    "hr@20",
-    "coverage@10",
-    "ild@10",
-    "novelty@10",
-    "gini@10",
-    "fit_seconds",
-    "seconds_per_epoch",
-    "eval_seconds",
-)
-#: The "Per seed" table of report.md.
-PER_SEED_COLUMNS = (
-    "seed",
-    "valid_ndcg@10",
-    "ndcg@10",
-    "hr@10",
-    "fit_seconds",
-    "epochs",
-    "best_epoch",
-    "seconds_per_epoch",
-)
 #: Listed per seed, not averaged, when a model is fitted from several seeds.
 _LISTED_KEYS = frozenset({"seed", "epochs", "best_epoch", "users"})
 
@@ -328,74 +302,3 @@ def training_summary(model: Scorer, fit_seconds: float) -> dict[str, Any]:
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: (int(v) if k == "users" else round(v, 5)) for k, v in metrics.items()}
-
-
-def write_report(
-    report: dict[str, Any], folder: Path, columns: Sequence[str] = REPORT_COLUMNS
-) -> None:
-    """metrics.json, the PNGs of :mod:`eval.plots` and report.md: a markdown table of ``columns``
-    (missing values shown as –) and the plots, linked."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tradeoff.add_llm_point(report, folder)  # the folder's LLM ablation, if any, joins the trade-off
-    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    fp, proto = report["dataset"], report["protocol"]
-    seeded = {n: m for n, m in report["models"].items() if "per_seed" in m}
-    if seeded:  # the spread next to the mean it qualifies
-        at = list(columns).index("ndcg@10") + 1 if "ndcg@10" in columns else len(columns)
-        columns = (*columns[:at], "ndcg@10_sd", *columns[at:], "seeds")
-    lines = [
-        f"# {fp['name']}: {fp['n_users']} users, {fp['n_items']} items, "
-        f"{fp['n_interactions']} interactions",
-        "",
-        "Protocol: "
-        + "; ".join(f"{k}: {v}" for k, v in proto.items())
-        + f"; user-sample seed {report['seed']}.",
-        "",
-    ]
-    if report.get("text_encoder"):
-        enc = report["text_encoder"]
-        lines += [
-            f"Item text: {enc['model']}, {enc['embedded']} items embedded and "
-            f"{enc['from_cache']} read from the cache in {enc['seconds']} s.",
-            "",
-        ]
-    machine = report.get("machine", {})
-    if seeded:
-        seeds = report.get("model_seeds", [])
-        lines += [
-            f"Seeded models are fitted from seeds {', '.join(map(str, seeds))}; a row is the mean "
-            "over those fits (`ndcg@10_sd`: the spread between seeds), per-seed rows below. "
-            f"{report.get('jobs', 1)} fit(s) ran at a time on {machine.get('cpus', '?')} CPUs.",
-            "",
-        ]
-    lines += [
-        "| model | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for name, m in report["models"].items():
-        cells = [_cell(m.get(c)) for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if seeded:
-        lines += [
-            "",
-            "## Per seed",
-            "",
-            "| model | " + " | ".join(PER_SEED_COLUMNS) + " |",
-            "|---|" + "---|" * len(PER_SEED_COLUMNS),
-        ]
-        for name, m in seeded.items():
-            for f in m["per_seed"]:
-                cells = [_cell(f.get(c)) for c in PER_SEED_COLUMNS]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += plots.markdown(report, plots.draw_all(report, folder))
-    (folder / "report.md").write_text("\n".join(lines) + "\n")
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, list):
-        return ", ".join(map(str, v))
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from agent.llm import LLMBadOutput, LLMUnavailable
+from agent.stages.history_profiles import HistoryProfiles
 from agent.stages.profiles import (
     FALLBACK_VERSION,
-    HistoryProfiles,
     InterestProfile,
     ProfileConfig,
     ProfileEvent,

@@ -19,7 +19,10 @@ message to resolve "more like the second one", and every title shown earlier is 
 A follow-up ("more like …", "another one") keeps the previous request's constraints.
 
 Which path runs is configuration (:func:`chat_mode`, ``HYREC_CHAT_TOOLS``): ``rules``, ``llm``,
-or ``auto`` (tools only when the configured model is not the packaged ``smollm2``).
+or ``auto`` (tools only when the configured model is not the packaged ``smollm2``). This module
+owns that choice and :class:`ChatAgent`, which reads the turn's intent and dispatches; the paths
+themselves are :mod:`agent.chat.rules` and :mod:`agent.chat.tool_path`, and what they share (the
+limits :class:`ChatConfig`, the answer :class:`ChatReply`) is :mod:`agent.chat.turn`.
 """
 
 from __future__ import annotations
@@ -28,20 +31,31 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent.chat.answers import ITEM_LINE, Turns, format_answer, fuse, inherit, title_of
+from agent.chat.answers import Turns, inherit
 from agent.chat.intent import Intent, parse_request
-from agent.chat.tools import ToolSession, make_tools
-from agent.feedback import is_positive
+from agent.chat.rules import rules_reply
+from agent.chat.tool_path import tool_reply
+from agent.chat.turn import ChatConfig, ChatReply, short
 from agent.llm import Message
 from hyrec.data import Dataset
-from retrieval.filters import Filter
 
 if TYPE_CHECKING:
-    from agent.api import Recommendation, Recommender
+    from agent.api import Recommender
     from agent.llm.settings import LLMSettings
+
+__all__ = [
+    "MODE_ENV",
+    "PACKAGED_MODEL",
+    "ChatAgent",
+    "ChatConfig",
+    "ChatReply",
+    "Mode",
+    "chat_mode",
+    "make_chat_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +64,6 @@ Mode = Literal["auto", "llm", "rules"]
 PACKAGED_MODEL = "smollm2"  # LLMSettings.model of the embedded default, which cannot call tools
 
 _FOLLOW_UP = re.compile(r"^\s*(more|another|other|again|also|and|same|similar|ok|okay)\b", re.I)
-_SYSTEM = (
-    "You recommend movies from a catalogue. Use the tools to find items: never name an item "
-    "that a tool did not return. For a request like 'X but funnier' use search_catalog or "
-    "recommend_for_user with a query and genre filters; for 'like X' use similar_items. When the "
-    "user says they liked or disliked an item, call record_feedback. Answer in one short sentence; "
-    "the list of items is shown to the user separately."
-)
-
-
-@dataclass(frozen=True)
-class ChatConfig:
-    k: int = 5  # items per answer when the request names no count
-    max_tool_rounds: int = 4  # model → tools round trips per turn before answering
-    max_tokens: int = 512  # per model call (sent as max_tokens: llama.cpp ignores the newer name)
-    reason_chars: int = 160  # a reason line is cut at this length
-    candidates: int = 20  # items asked from each recommender call before fusing
-
-
-@dataclass(frozen=True)
-class ChatReply:
-    """One assistant turn.
-
-    Attributes:
-        text: The answer: a header line, then ``"N. Title — reason"`` lines, then notes.
-        items: The recommended items, in the listed order.
-        intent: What the rules parser read from the user's message.
-        used_llm_tools: True when a tool-calling model chose the items.
-        fallbacks: What degraded and how ("llm tools: timeout; used rules").
-    """
-
-    text: str
-    items: tuple[Recommendation, ...]
-    intent: Intent
-    used_llm_tools: bool
-    fallbacks: tuple[str, ...] = ()
 
 
 def chat_mode(environ: dict[str, str] | None = None) -> Mode:
@@ -221,190 +200,19 @@ class ChatAgent:
         fallbacks: list[str] = []
         if self.chat_model is not None:
             try:
-                return self._tool_reply(messages, user_id, intent, turns)
+                return tool_reply(
+                    self.recommender, self.chat_model, self.config, messages, user_id, intent, turns
+                )
             except Exception as e:  # any model/transport failure: the rules path answers
                 log.warning("chat tool path failed, using rules: %s", e)
-                fallbacks.append(f"llm tools: {type(e).__name__}: {_short(e)}; used rules")
-        return self._rules_reply(intent, user_id, turns, fallbacks)
+                fallbacks.append(f"llm tools: {type(e).__name__}: {short(e)}; used rules")
+        return rules_reply(self.recommender, self.config, intent, user_id, turns, fallbacks)
 
-    # ---- rules path ---------------------------------------------------------------------------
     def _intent(self, turns: Turns) -> Intent:
+        """The request of the last turn; a follow-up keeps the earlier request's constraints."""
         intent = parse_request(turns.text, self.catalogue, turns.previous)
         follow_up = intent.references or _FOLLOW_UP.match(turns.text)
         if follow_up and turns.earlier_request is not None:
             before = parse_request(turns.earlier_request, self.catalogue, turns.earlier_previous)
             intent = inherit(intent, before)
         return intent
-
-    def _rules_reply(
-        self, intent: Intent, user_id: str | None, turns: Turns, fallbacks: list[str]
-    ) -> ChatReply:
-        k = intent.k or self.config.k
-        noted = self._record_feelings(intent, user_id, fallbacks)
-        disliked = self._stored_dislikes(user_id)
-        exclude = tuple(dict.fromkeys((*intent.anchors, *intent.disliked, *disliked, *turns.shown)))
-        items: list[Recommendation] = []
-        notes = list(intent.notes)
-        try:
-            items = self._find(intent, user_id, k, exclude, fallbacks)
-            if not items and intent.filters.genres_any:
-                relaxed = replace(intent.filters, genres_any=())
-                items = self._find(replace(intent, filters=relaxed), user_id, k, exclude, fallbacks)
-                if items:
-                    notes.append(
-                        "nothing matched every constraint, so the genre wish ("
-                        + ", ".join(intent.filters.genres_any)
-                        + ") was relaxed"
-                    )
-        except Exception as e:  # the recommender failed: say so, never crash the conversation
-            log.exception("chat recommendation failed")
-            fallbacks.append(f"recommend: {type(e).__name__}: {_short(e)}")
-        limit = self.config.reason_chars
-        text = format_answer(
-            self.catalogue, intent, items, notes, user_id, reason_chars=limit, noted=noted
-        )
-        return ChatReply(text, tuple(items), intent, False, tuple(fallbacks))
-
-    def _stored_dislikes(self, user_id: str | None) -> list[str]:
-        """The signed-in user's negative feedback: never offered again by any voice (search and
-        similar items do not know the user; the personal list drops these itself)."""
-        store = getattr(self.recommender, "store", None)
-        if user_id is None or store is None:
-            return []
-        cut = self.recommender.config.positive_rating
-        return [e.item_id for e in store.events(user_id) if not is_positive(e.event, e.value, cut)]
-
-    def _record_feelings(
-        self, intent: Intent, user_id: str | None, fallbacks: list[str]
-    ) -> list[str]:
-        """Store "I loved X" / "I hated X" as like/dislike feedback for a signed-in user."""
-        if user_id is None:
-            return []
-        noted: list[str] = []
-        for event, ids in (("like", intent.liked), ("dislike", intent.disliked)):
-            for item_id in ids:
-                try:
-                    self.recommender.feedback(user_id, item_id, event)
-                except Exception as e:  # feedback is a side channel: the answer still comes
-                    log.warning("chat feedback failed: %s", e)
-                    fallbacks.append(f"feedback: {type(e).__name__}: {_short(e)}")
-                    continue
-                verb = "liked" if event == "like" else "did not like"
-                noted.append(f"you {verb} {title_of(self.catalogue, item_id)}")
-        return noted
-
-    def _find(
-        self,
-        intent: Intent,
-        user_id: str | None,
-        k: int,
-        exclude: tuple[str, ...],
-        fallbacks: list[str],
-    ) -> list[Recommendation]:
-        """Ask the recommender and fuse its answers (see :func:`fuse`).
-
-        A bare "like X" asks ``similar_items`` alone. Otherwise the voices are the personal (or
-        cold-start) list for the query, the semantic search for the query, and the neighbours of
-        each anchor (at most two), all under the same filters; a voice that fails is named in
-        ``fallbacks`` and the others still answer.
-        """
-        rec = self.recommender
-        filters = None if intent.filters == Filter() else intent.filters
-        n = max(self.config.candidates, k) + len(exclude)
-        query = intent.query_text or None
-        # a reason needs a history to ground it in: a known user, or a liking said just now
-        grounded = user_id is not None and (
-            user_id in self.catalogue.user_index or bool(intent.liked)
-        )
-
-        def personal() -> list[Recommendation]:
-            got = rec.recommend(
-                user_id, k=n, query=query, filters=filters, exclude=exclude, explain=grounded,
-            )  # fmt: skip
-            fallbacks.extend(f for f in got.fallbacks if f not in fallbacks)
-            return list(got.items)
-
-        def ask(voices: list[tuple[str, Any]]) -> list[list[Recommendation]]:
-            lists = []
-            for name, call in voices:
-                try:
-                    lists.append([r for r in call() if r.item_id not in exclude])
-                except Exception as e:  # one voice failing leaves the others
-                    log.warning("chat: %s failed: %s", name, e)
-                    fallbacks.append(f"{name}: {type(e).__name__}: {_short(e)}")
-            return lists
-
-        if intent.is_pure_similarity and len(intent.anchors) == 1:
-            anchor = intent.anchors[0]
-            lists = ask([("similar_items", lambda: rec.similar_items(anchor, n, filters))])
-            if not lists:  # the neighbours failed: the personal list still answers
-                lists = ask([("recommend", personal)])
-        else:
-            voices: list[tuple[str, Any]] = [("recommend", personal)]
-            if query:
-                voices.append(("search", lambda: rec.search(query, n, filters)))
-            for anchor in intent.anchors[:2]:
-                voices.append(("similar_items", lambda a=anchor: rec.similar_items(a, n, filters)))
-            lists = ask(voices)
-        if not lists:
-            raise RuntimeError("every recommender call failed")
-        ds = self.catalogue
-        wanted = set(intent.genres) | {
-            g for a in intent.anchors for g in ds.items[ds.item_index[a]].genres
-        }
-        wanted -= set(intent.filters.genres_none)
-        return fuse(lists, ds, wanted if intent.anchors else set())[:k]
-
-    # ---- tool path ----------------------------------------------------------------------------
-    def _tool_reply(
-        self, messages: Sequence[Message], user_id: str | None, intent: Intent, turns: Turns
-    ) -> ChatReply:
-        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-
-        session = ToolSession()
-        said = {**{i: "like" for i in intent.liked}, **{i: "dislike" for i in intent.disliked}}
-        tools = {t.name: t for t in make_tools(self.recommender, user_id, session, said)}
-        model = self.chat_model.bind_tools(list(tools.values()))
-        role = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-        genres = sorted({g for it in self.catalogue.items for g in it.genres})
-        system = _SYSTEM + (" Genre names: " + ", ".join(genres) + "." if genres else "")
-        history: list[Any] = [SystemMessage(system)]
-        history += [role[m.role](m.content) for m in messages]
-        final = ""
-        for _ in range(self.config.max_tool_rounds):
-            answer = model.invoke(history)
-            history.append(answer)
-            calls = getattr(answer, "tool_calls", None) or []
-            if not calls:
-                final = answer.content if isinstance(answer.content, str) else ""
-                break
-            for call in calls:
-                tool = tools.get(call["name"])
-                if tool is None:
-                    result = f'{{"error": "no tool named {call["name"]}"}}'
-                else:
-                    result = tool.invoke(call.get("args") or {})
-                history.append(ToolMessage(str(result), tool_call_id=call.get("id") or ""))
-        k = intent.k or self.config.k
-        hidden = {*turns.shown, *self._stored_dislikes(user_id)}
-        items = [r for r in session.items if r.item_id not in hidden][:k]
-        if not items and not session.feedback:
-            raise LookupError("the model returned no items from any tool")
-        header = final.strip().splitlines()[0] if final.strip() else None
-        if header and ITEM_LINE.match(header):
-            header = None
-        limit = self.config.reason_chars
-        notes = list(intent.notes)
-        text = format_answer(
-            self.catalogue, intent, items, notes, user_id, reason_chars=limit, header=header
-        )
-        if session.feedback and not items:
-            text = "Noted: " + ", ".join(
-                f"{e} for {title_of(self.catalogue, i)}" for i, e in session.feedback
-            )
-        return ChatReply(text, tuple(items), intent, True, ())
-
-
-def _short(e: Exception, limit: int = 160) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    return text[:limit]

@@ -37,7 +37,8 @@ def profile(
 ) -> None:
     """Interest profiles (likes, dislikes, recent shift, constraints, summary) of some users."""
     from agent.llm import LLMUnavailable
-    from agent.stages.profiles import HistoryProfiles, ProfileConfig, ProfileService
+    from agent.stages.history_profiles import HistoryProfiles
+    from agent.stages.profiles import ProfileConfig, ProfileService
     from hyrec.data import History
     from hyrec.data.snapshot import load_snapshot
 

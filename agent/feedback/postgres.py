@@ -21,7 +21,9 @@ every forgotten user takes the next version, under an advisory lock so versions 
 and sends ``NOTIFY hyrec_changes`` in the same transaction (delivered at commit). Each replica
 follows with :meth:`PostgresFeedbackStore.follow`: a ``LISTEN`` connection that wakes on the
 notification and also polls every ``interval`` seconds, so a change is applied within
-``interval`` even if a notification is lost (a broken ``LISTEN`` connection is reopened).
+``interval`` even if a notification is lost (a broken ``LISTEN`` connection is reopened): that
+follower is :mod:`agent.feedback.pg_follow`, the pool and its error mapping
+:mod:`agent.feedback.pg_pool`.
 
 Forgetting deletes the user's events, impressions and profile entries and records the deletion
 (pseudonyms only, never the raw id) in one transaction. PostgreSQL keeps deleted row versions on
@@ -31,40 +33,26 @@ see ``docs/deployment.md``.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from agent.feedback.events import EventConflict, FeedbackEvent, StoreUnavailable, check_event
 from agent.feedback.migrate import migrate
+from agent.feedback.pg_follow import CHANNEL, Follower
+from agent.feedback.pg_pool import open_pool, pooled
 from agent.feedback.pg_reports import PgReports
 from agent.feedback.protocol import Changes, Deletion
 from agent.feedback.store import item_from_json, item_json
 from hyrec.data import Item
 
-log = logging.getLogger(__name__)
-
 WAIT_SECONDS = 2.0  # longest a call waits for a pooled connection before StoreUnavailable
-CHANNEL = "hyrec_changes"  # NOTIFY channel of the change log
 _CHANGES_LOCK = 0x68796368  # pg_advisory_xact_lock key: change versions commit in order
 FORGOTTEN_GUARD = 120  # seconds after a deletion in which a replica may not re-cache the profile
 
 _EVENT_COLUMNS = "id, user_id, item_id, event, value, timestamp, client_id"
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresFeedbackStore(PgReports):
@@ -100,52 +88,16 @@ class PostgresFeedbackStore(PgReports):
         self.url = url
         self.wait = wait
         self.statement_seconds = statement_seconds
-        self._followers: list[_Follower] = []
-        statement_ms, lock_ms = int(statement_seconds * 1000), int(wait * 1000)
-
-        def configure(conn: psycopg.Connection) -> None:
-            conn.execute(f"SET statement_timeout = {statement_ms}")  # ints: nothing to quote
-            conn.execute(f"SET lock_timeout = {lock_ms}")  # a row or table locked elsewhere
-
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            timeout=wait,
-            name="hyrec-feedback",
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": max(1, round(wait)),
-                "application_name": "hyrec",
-            },
-            configure=configure,
-            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced
-            reconnect_timeout=max(wait, 30.0),
+        self._followers: list[Follower] = []
+        self._pool = open_pool(
+            url, wait=wait, pool_size=pool_size, statement_seconds=statement_seconds
         )
-        try:
-            self._pool.open(wait=True, timeout=wait)
-        except psycopg.OperationalError as e:  # PoolTimeout is one
-            self._pool.close()
-            raise StoreUnavailable(
-                f"cannot reach the feedback database {redacted(url)} within {wait:g} s ({e}); "
-                "check that PostgreSQL runs there and the URL is right",
-                wait,
-            ) from None
         with self._conn("migrating the feedback database") as conn:
             migrate(conn)
 
-    @contextmanager
-    def _conn(self, what: str) -> Iterator[psycopg.Connection]:
+    def _conn(self, what: str) -> AbstractContextManager[psycopg.Connection]:
         """A pooled connection within ``wait`` seconds, with "not now" errors mapped."""
-        try:
-            with self._pool.connection(timeout=self.wait) as conn:
-                yield conn
-        except psycopg.OperationalError as e:  # pool timeout, refused, server gone, timed out
-            raise StoreUnavailable(
-                f"{what}: the feedback database is unavailable ({type(e).__name__}: {e})",
-                self.wait,
-            ) from e
+        return pooled(self._pool, self.wait, what)
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")``, or ``(False, why)`` (unreachable, or a read-only standby)."""
@@ -332,10 +284,10 @@ class PostgresFeedbackStore(PgReports):
         version = max([after, *(int(r[0]) for r in rows)])
         return Changes(version, items, deletions)
 
-    def follow(self, on_change: Callable[[], None], interval: float = 1.0) -> _Follower:
+    def follow(self, on_change: Callable[[], None], interval: float = 1.0) -> Follower:
         """Call ``on_change`` after each committed change (NOTIFY) and every ``interval`` seconds
         (the bound when a notification is lost); stopped by ``close``."""
-        follower = _Follower(self.url, on_change, interval)
+        follower = Follower(self.url, on_change, interval)
         self._followers.append(follower)
         return follower
 
@@ -373,43 +325,3 @@ class PostgresFeedbackStore(PgReports):
             follower.stop()
         self._followers.clear()
         self._pool.close()
-
-
-class _Follower:
-    """A thread on its own ``LISTEN`` connection (module doc)."""
-
-    def __init__(self, url: str, on_change: Callable[[], None], interval: float) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, got {interval!r}")
-        self.url, self.on_change, self.interval = url, on_change, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hyrec-follow", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.url, autocommit=True, connect_timeout=max(1, round(self.interval))
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stop.is_set():
-                        self._call()  # also right after (re)connecting: changes made meanwhile
-                        for _ in conn.notifies(timeout=self.interval, stop_after=1):
-                            pass
-            except psycopg.Error as e:
-                log.warning("following the feedback database: %s; retrying", e)
-                self._call()
-                self._stop.wait(self.interval)
-
-    def _call(self) -> None:
-        try:
-            self.on_change()
-        except StoreUnavailable as e:  # retried at the next wake-up
-            log.warning("applying shared changes: %s", e)
-        except Exception:  # a failed apply is retried at the next wake-up
-            log.exception("applying shared changes failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)

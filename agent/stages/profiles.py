@@ -7,9 +7,10 @@ that — or when the LLM is down, slow or absent — :func:`fallback_profile` bu
 profile from the items' attributes, so profiling never fails. Profiles are cached by (pseudonymous
 user, history fingerprint, prompt id, model): a profile is recomputed only when the history (or the
 prompt or the model) changed. The profile text is embedded with the text encoder
-(:meth:`ProfileService.embed`); :class:`HistoryProfiles` maps a :class:`~hyrec.data.History` batch
-to those vectors, which is what ``HybridRecommender.fit(profiles=...)`` takes (the
-``profile_cosine`` feature). The cache is :mod:`agent.stages.profile_cache`.
+(:meth:`ProfileService.embed`); :class:`~agent.stages.history_profiles.HistoryProfiles` maps a
+:class:`~hyrec.data.History` batch to those vectors, which is what
+``HybridRecommender.fit(profiles=...)`` takes (the ``profile_cosine`` feature). The cache is
+:mod:`agent.stages.profile_cache`.
 
 Related work: LLM-written user profiles as recommender input follow KAR (Xi et al., "Towards
 Open-World Recommendation with Knowledge Augmentation from LLMs", 2023) and LLMRec (Wei et al.,
@@ -18,7 +19,6 @@ WSDM 2024).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -53,15 +53,13 @@ from agent.stages.profile_types import (
     ProfileEvent,
 )
 from encoders.text import TextEncoder
-from hyrec.data import Dataset, attribute_year
-from hyrec.data.splits import History
+from hyrec.data import attribute_year
 
 log = logging.getLogger(__name__)
 
 
 __all__ = [
     "FALLBACK_VERSION",
-    "HistoryProfiles",
     "InterestProfile",
     "LLMProfile",
     "ProfileConfig",
@@ -313,94 +311,3 @@ def _short(error: Exception) -> str:
         where = ".".join(str(x) for x in first["loc"]) or "answer"
         return f"{where}: {first['msg']}"
     return str(error)[:120]
-
-
-# ---- History → profile vectors (HybridRecommender.fit(profiles=...)) ----------------------------
-class HistoryProfiles:
-    """Maps a :class:`History` batch to (B, d) profile vectors, the ``profiles`` argument of
-    :meth:`HybridRecommender.fit`.
-
-    Ratings and times of each (user, item) come from ``dataset.interactions`` (the latest event of
-    the pair); a cold-start row (user −1) gets events without rating, keyed by its item sequence.
-    Rows with an empty history get a zero vector (no profile, no signal).
-
-    Args:
-        service: Produces and embeds the profiles.
-        dataset: Catalogue, user ids and interactions.
-        llm_users: If given, only these internal user indices are profiled by ``service``; the
-            others get :func:`fallback_profile` (e.g. to spend LLM calls on an evaluated sample).
-    """
-
-    def __init__(
-        self,
-        service: ProfileService,
-        dataset: Dataset,
-        *,
-        llm_users: set[int] | None = None,
-    ) -> None:
-        self.service = service
-        self.dataset = dataset
-        self.llm_users = llm_users
-        self._fallback = (
-            ProfileService(None, service.encoder, None, service.config)
-            if llm_users is not None
-            else None
-        )
-        inter = dataset.interactions
-        order = np.argsort(inter.timestamp, kind="stable")  # later events overwrite earlier ones
-        self._facts = {
-            (int(u), int(i)): (float(r), int(t))
-            for u, i, r, t in zip(
-                inter.user[order],
-                inter.item[order],
-                inter.rating[order],
-                inter.timestamp[order],
-                strict=True,
-            )
-        }
-
-    def events(self, user: int, sequence: np.ndarray) -> list[ProfileEvent]:
-        out = []
-        for pos, i in enumerate(np.asarray(sequence).tolist()):
-            item = self.dataset.items[i]
-            rating, ts = self._facts.get((user, i), (float("nan"), pos))
-            out.append(
-                ProfileEvent(item.title, item.attributes, None if np.isnan(rating) else rating, ts)
-            )
-        return out
-
-    def user_key(self, user: int, sequence: np.ndarray) -> str:
-        if user >= 0:
-            return str(self.dataset.user_ids[user])
-        digest = hashlib.sha256(np.asarray(sequence, np.int64).tobytes()).hexdigest()[:16]
-        return f"anonymous:{digest}"
-
-    def profiles(self, history: History) -> list[InterestProfile | None]:
-        """One profile per row (``None`` for an empty history)."""
-        batches: dict[ProfileService, dict[str, list[ProfileEvent]]] = {}
-        keys: list[tuple[ProfileService, str] | None] = []
-        for user, seq in zip(history.users.tolist(), history.sequences, strict=True):
-            if not len(seq):
-                keys.append(None)
-                continue
-            use_llm = self.llm_users is None or user in self.llm_users
-            service = self.service if use_llm else self._fallback
-            key = self.user_key(user, seq)
-            batches.setdefault(service, {})[key] = self.events(user, seq)
-            keys.append((service, key))
-        done = {s: s.profile_many(b) for s, b in batches.items()}
-        return [None if k is None else done[k[0]][k[1]] for k in keys]
-
-    def __call__(self, history: History) -> np.ndarray:
-        """(B, d) unit-norm float32 profile vectors (zero rows for empty histories)."""
-        found = self.profiles(history)
-        rows = [r for r, p in enumerate(found) if p is not None]
-        vecs = self.service.embed([found[r] for r in rows]) if rows else None
-        dim = vecs.shape[1] if vecs is not None else self._dim()
-        out = np.zeros((len(history), dim), np.float32)
-        if vecs is not None:
-            out[rows] = vecs
-        return out
-
-    def _dim(self) -> int:
-        return int(self.service.embed([fallback_profile([])]).shape[1])
