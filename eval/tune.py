@@ -31,8 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from encoders.base import FitData, with_seed
-from encoders.registry import make_scorer
+from encoders.base import FitData
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data import load_dataset
 from hyrec.data.splits import Split, leave_one_out
@@ -40,6 +39,7 @@ from hyrec.metrics import evaluate
 from hyrec.threads import limit_blas
 from retrieval.hybrid import HybridConfig, HybridRecommender
 from retrieval.tuned import TUNED_FILE, load_tuned
+from retrieval.tuning import same_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ def shared_components(a: HybridConfig, b: HybridConfig, seed: int) -> list[str]:
     return [
         n
         for n in a.components
-        if n in b.components
-        and getattr(with_seed(make_scorer(n, a.params.get(n)), seed), "config", None)
-        == getattr(with_seed(make_scorer(n, b.params.get(n)), seed), "config", None)
+        if n in b.components and same_settings(n, a.params.get(n), b.params.get(n), seed)
     ]
 
 
@@ -148,6 +146,7 @@ def write(folder: Path, body: dict[str, Any]) -> Path:
             f"| {stage} | {info['trials']} | {_f(info['default_valid_ndcg@10'])} | "
             f"{_f(info['best_valid_ndcg@10'])} |"
         )
+    lines += _check_lines(body["tuned_file"]["best"].get("check"))
     chosen = body["tuned_file"]["hybrid"]
     lines += [
         "",
@@ -165,6 +164,30 @@ def write(folder: Path, body: dict[str, Any]) -> Path:
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _check_lines(check: dict[str, Any] | None) -> list[str]:
+    """The final check's outcome (``tuned.json`` ``best["check"]``; files from before it have
+    none, and say so)."""
+    if check is None:
+        return ["", "No final check: this tuned.json predates it (version 1)."]
+    lines = [
+        "",
+        f"Final check (validation NDCG@10): **{check['winner']}** kept at "
+        f"{_f(check['best_valid_ndcg@10'])}; the tuned hybrid scored "
+        f"{_f(check['tuned_valid_ndcg@10'])}, the defaults {_f(check['default_valid_ndcg@10'])}"
+        + (f"; defaults kept for {', '.join(check['reverted'])}" if check["reverted"] else "")
+        + (f"; no time to try {', '.join(check['not_tried'])}" if check["not_tried"] else "")
+        + ".",
+        "",
+        "| hybrid compared | valid NDCG@10 | fitted by the check |",
+        "|---|---|---|",
+    ]
+    for h in check["hybrids"]:
+        lines.append(
+            f"| {h['label']} | {_f(h['valid_ndcg@10'])} | {'yes' if h['fitted_here'] else 'no'} |"
+        )
+    return lines
 
 
 def _f(v: Any) -> str:

@@ -3,10 +3,16 @@
 
 ``tuned.json`` is what ``hyrec fit --config`` and ``hyrec eval --config`` read back::
 
-    {"kind": "hyrec-tuned", "version": 1,
-     "hybrid": {...HybridConfig fields, params included...},
-     "best": {stage: {"best_valid_ndcg@10", "default_valid_ndcg@10", "trials"}},
+    {"kind": "hyrec-tuned", "version": 2,
+     "hybrid": {...HybridConfig fields, params included: the final check's winner...},
+     "best": {stage: {"best_valid_ndcg@10", "default_valid_ndcg@10", "trials"},
+              "check": {"best_valid_ndcg@10" (the winner's), "default_valid_ndcg@10",
+                        "tuned_valid_ndcg@10", "trials" (hybrid fits), "winner", "kept_tuned",
+                        "reverted", "head", "steps", "not_tried", "hybrids": [every one compared]}},
      "search": {"budget_seconds", "trials", "seconds", "split", "dataset", ...}}
+
+Version 2 adds ``best["check"]`` (:meth:`retrieval.tuning._Search._check`); version 1 files, written
+before the check, have no such entry and load the same (only ``"hybrid"`` is read back).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from retrieval.tuning import TuneResult
 KIND = "hyrec-tuned"
 TUNED_FILE = "tuned.json"
 HISTORY_FILE = "tuning_history.json"
+VERSION = 2  # 2: best["check"], the final check (1: before it; both load)
 
 
 def config_to_dict(config: HybridConfig) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def save_tuned(result: TuneResult, folder: Path, search: dict[str, Any]) -> dict
     folder.mkdir(parents=True, exist_ok=True)
     tuned = {
         "kind": KIND,
-        "version": 1,
+        "version": VERSION,
         "hybrid": config_to_dict(result.config),
         "best": result.best,
         "search": {**search, "seconds": round(result.seconds, 1)},

@@ -1,6 +1,7 @@
-"""``hyrec tune`` on tiny data: the search spaces, the leakage guarantee (scrambled test targets
-change nothing; scrambled validation targets do), the saved files, and the CLI doors
-(``hyrec tune``, ``hyrec fit --config``/``--tune``, ``hyrec eval --config``)."""
+"""``hyrec tune`` on tiny data: the search spaces, the final check (the hybrid on the default
+components against the tuned one), the leakage guarantee (scrambled test targets change nothing;
+scrambled validation targets do), the saved files, and the CLI doors (``hyrec tune``, ``hyrec fit
+--config``/``--tune``, ``hyrec eval --config``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from encoders.registry import SCORERS
 from encoders.sasrec import SASRec, SASRecConfig, context_length
 from encoders.search_space import Categorical, Fixed, Float, Int, check_space
 from hyrec.data import Dataset
-from retrieval.hybrid import HEAD_SEARCH_SPACE, HybridConfig
+from retrieval.hybrid import HEAD_SEARCH_SPACE, HybridConfig, HybridRecommender
 from retrieval.tuned import load_tuned, save_tuned
 from retrieval.tuning import TuneConfig, stages, tune, tuning_data
 from tests.conftest import checkerboard
@@ -102,7 +103,8 @@ def test_every_registered_space_fits_its_config():
 
 
 def test_stages_run_cheap_components_first_and_the_head_last():
-    assert stages(BASE) == ["itemknn", "als", "lightgcn", "head"]  # pop has nothing to tune
+    # pop has nothing to tune; the final check comes after the head
+    assert stages(BASE) == ["itemknn", "als", "lightgcn", "head", "check"]
 
 
 def test_budget_text_is_parsed_or_refused():
@@ -134,11 +136,14 @@ def test_a_fitted_sasrec_records_the_context_it_used(board):
 # ---- the search
 def test_the_search_starts_from_the_defaults_and_never_loses_on_validation(result):
     for stage, info in result.best.items():
-        assert info["trials"] == 3, stage
         assert info["best_valid_ndcg@10"] >= info["default_valid_ndcg@10"], stage
+        assert info["trials"] == 3 or stage == "check", stage
+    check = result.best["check"]
+    assert check["best_valid_ndcg@10"] >= check["tuned_valid_ndcg@10"]
+    assert check["best_valid_ndcg@10"] == max(h["valid_ndcg@10"] for h in check["hybrids"])
     first = {r["stage"]: r for r in result.history if r["number"] == 0}
     assert first["als"]["params"]["factors"] == 32  # the ALSConfig default
-    assert set(result.config.params) == {"als", "itemknn", "lightgcn"}
+    assert set(check["kept_tuned"]) <= set(result.config.params) <= {"als", "itemknn", "lightgcn"}
     assert result.config.params["lightgcn"]["max_epochs"] == 8  # base settings kept
     assert result.config.ranker in ("lightgbm", "mlp")
     states = {r["state"] for r in result.history}
@@ -154,6 +159,8 @@ def test_test_targets_never_reach_the_choice(board, result):
     assert [(r["stage"], r["params"], r["value"]) for r in scrambled.history] == [
         (r["stage"], r["params"], r["value"]) for r in result.history
     ]
+    assert any(r["stage"] == "check" for r in result.history)  # the final check fits too
+    assert scrambled.best == result.best  # and it compares and keeps the same hybrids
 
 
 def test_validation_targets_do_reach_it(board, result):
@@ -166,7 +173,7 @@ def test_validation_targets_do_reach_it(board, result):
 def test_a_wall_time_budget_ends_the_search(board):
     quick = tune(tuning_data(board), BASE, TuneConfig(budget_seconds=4, warmup_epochs=2))
     assert quick.seconds < 4 + 30  # the overrun is at most one trial per stage
-    assert set(quick.best) == {"itemknn", "als", "lightgcn", "head"}
+    assert set(quick.best) == {"itemknn", "als", "lightgcn", "head", "check"}
 
 
 def test_saved_files_round_trip(result, tmp_path):
@@ -182,6 +189,92 @@ def test_saved_files_round_trip(result, tmp_path):
         load_tuned(tmp_path / "other.json")
     with pytest.raises(FileNotFoundError, match="hyrec tune"):
         load_tuned(tmp_path / "nothing")
+
+
+# ---- the final check
+SMALL = HybridConfig(
+    components=("als", "itemknn", "pop"), sources=("als", "itemknn", "pop"), ranker="mlp"
+)
+ONE = TuneConfig(trials=1)  # one trial a stage: the only setting a forced space allows
+
+
+def force(monkeypatch, **settings) -> None:
+    """Component searches that can pick only ``settings`` (each field ``Fixed``, so the first
+    trial already sets it; ``{}``: the component is not searched)."""
+    for name, values in settings.items():
+        space = {k: Fixed(v) for k, v in values.items()}
+        monkeypatch.setitem(SCORERS, name, replace(SCORERS[name], space=space))
+
+
+def hybrid_valid(config: HybridConfig, data) -> float:
+    report = HybridRecommender(config).fit(data).fit_report
+    return float(report["ranker_valid_ndcg@10"][report["ranker"]])
+
+
+def test_the_check_keeps_the_defaults_when_a_tuned_component_lowers_the_hybrid(board, monkeypatch):
+    """ItemKNN forced to 1 neighbour (the only setting its stage may pick) lowers the hybrid: the
+    check falls back to the default ItemKNN, and the config it writes scores what it measured."""
+    force(monkeypatch, itemknn={"neighbours": 1}, als={})
+    data = tuning_data(board)
+    result = tune(data, SMALL, ONE)
+    check = result.best["check"]
+    assert check["tuned_valid_ndcg@10"] < check["default_valid_ndcg@10"]  # the trap is set
+    assert check["reverted"] == ["itemknn"] and check["kept_tuned"] == []
+    assert "itemknn" not in result.config.params  # back at its default
+    assert check["best_valid_ndcg@10"] == max(h["valid_ndcg@10"] for h in check["hybrids"])
+    assert check["best_valid_ndcg@10"] >= check["default_valid_ndcg@10"]
+    # the default ItemKNN was never a trial: the check fitted it (the tuned hybrid's value is
+    # the head stage's); the head's first trial wrote out the default depths, the same hybrid
+    assert [h["fitted_here"] for h in check["hybrids"]] == [False, True]
+    assert check["winner"] == "defaults" and check["trials"] == 1
+    assert hybrid_valid(result.config, data) == check["best_valid_ndcg@10"]  # refit: the same
+
+
+def test_the_check_keeps_tuned_components_that_help_the_hybrid(board, monkeypatch):
+    """A bad default (1 neighbour) the search fixes is kept; each further tuned component is
+    swapped in, cheapest first, and kept only if the hybrid does not lose."""
+    force(monkeypatch, itemknn={"neighbours": 10}, als={"factors": 1, "iterations": 1})
+    base = replace(SMALL, params={"itemknn": {"neighbours": 1}})
+    result = tune(tuning_data(board), base, ONE)
+    check = result.best["check"]
+    assert check["best_valid_ndcg@10"] > check["default_valid_ndcg@10"]
+    assert "itemknn" in check["kept_tuned"] and result.config.params["itemknn"] == {
+        "neighbours": 10
+    }
+    steps = check["steps"]
+    assert [s["component"] for s in steps] == ["itemknn", "als"] and check["not_tried"] == []
+    running = max(h["valid_ndcg@10"] for h in check["hybrids"] if not h["tuned_components"])
+    for step in steps:
+        assert step["kept"] == (step["valid_ndcg@10"] >= running), step
+        running = max(running, step["valid_ndcg@10"])
+    assert check["best_valid_ndcg@10"] == max(h["valid_ndcg@10"] for h in check["hybrids"])
+    als = result.config.params.get("als")
+    assert als == ({"factors": 1, "iterations": 1} if "als" in check["kept_tuned"] else None)
+    records = [r for r in result.history if r["stage"] == "check"]
+    assert len(records) == check["trials"] == sum(h["fitted_here"] for h in check["hybrids"])
+
+
+def test_the_check_swaps_components_only_while_its_time_lasts(board, monkeypatch):
+    """With no time of its own the check still fits the default components (the guarantee), and
+    tries no swap that would need a fit."""
+    force(monkeypatch, itemknn={"neighbours": 10}, als={"factors": 1, "iterations": 1})
+    base = replace(SMALL, params={"itemknn": {"neighbours": 1}})
+    config = replace(ONE, budget_seconds=600, shares={**ONE.shares, "check": 0.0})
+    check = tune(tuning_data(board), base, config).best["check"]
+    assert check["steps"] == [] and check["not_tried"] == ["itemknn", "als"]
+    assert check["trials"] == 1  # the defaults (the tuned head is the default one written out)
+    assert check["winner"] == "tuned"  # the better of the hybrids it measured
+
+
+def test_a_tuned_file_from_before_the_check_still_loads(result, tmp_path):
+    from eval.tune import _check_lines
+
+    body = json.loads(save_tuned(result, tmp_path, {"split": "validation"})["tuned"].read_text())
+    assert body["best"]["check"]["winner"] in "\n".join(_check_lines(body["best"]["check"]))
+    old = {**body, "version": 1, "best": {k: v for k, v in body["best"].items() if k != "check"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_tuned(tmp_path / "old.json") == result.config
+    assert "predates" in "\n".join(_check_lines(old["best"].get("check")))
 
 
 # ---- the command line
@@ -224,7 +317,8 @@ def test_tune_then_fit_with_the_saved_config(data_dir, tmp_path, fake_text):
         assert (out / name).is_file(), name
     body = json.loads((out / "tuned.json").read_text())
     assert "test never read" in body["search"]["split"]
-    assert set(body["best"]) == {"itemknn", "als", "sasrec", "head"}
+    assert set(body["best"]) == {"itemknn", "als", "sasrec", "head", "check"}
+    assert body["version"] == 2 and body["best"]["check"]["winner"]
     fitted = runner.invoke(
         app, ["fit", *common, "--out", str(out), "--config", str(out / "tuned.json")]
     )

@@ -80,7 +80,8 @@ def run_tune(
 
 def plot_history(history: list[dict], best: dict, path: Path) -> Path:
     """One panel per stage: each trial's validation NDCG@10 against the time it ended (pruned
-    trials as crosses at their last reported epoch), the best so far as a step line."""
+    trials as crosses at their last reported epoch), the best so far as a step line; the final
+    check's panel has its hybrid fits, the untuned and the tuned hybrid as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +112,9 @@ def plot_history(history: list[dict], best: dict, path: Path) -> Path:
         default = info.get("default_valid_ndcg@10")
         if default is not None:
             ax.axhline(default, color="grey", ls=":", lw=1, label="defaults")
+        tuned = info.get("tuned_valid_ndcg@10")  # the check: the tuned hybrid, not refitted
+        if tuned is not None:
+            ax.axhline(tuned, color="tab:green", ls="--", lw=1, label="tuned hybrid")
         ax.set_title(f"{stage} ({len(rows)} trials)", fontsize=10)
         ax.set_xlabel("minutes into the search")
         ax.grid(alpha=0.3)
@@ -194,7 +198,8 @@ def tuned_hybrid(
 
 
 def show_result(result: Any) -> None:
-    """The per-stage table: default vs best validation NDCG@10, trials, and what was chosen."""
+    """The per-stage table: default vs best validation NDCG@10, trials, and what was chosen; the
+    last row is the final check (its defaults: the untuned hybrid; its best: the one kept)."""
     from rich.table import Table
 
     from agent.cli.main import console
@@ -204,13 +209,20 @@ def show_result(result: Any) -> None:
         table.add_column(col)
     chosen = {**{k: dict(v) for k, v in result.config.params.items()}}
     for stage, info in result.best.items():
-        picked = chosen.get(stage) if stage != "head" else _head_fields(result.config)
+        if stage == "check":  # the final check: the hybrid kept, and what it reverted
+            reverted = info["reverted"]
+            picked = f"{info['winner']} (tuned hybrid {_num(info['tuned_valid_ndcg@10'])}" + (
+                f"; defaults kept for {', '.join(reverted)})" if reverted else ")"
+            )
+        else:
+            fields = chosen.get(stage) if stage != "head" else _head_fields(result.config)
+            picked = ", ".join(f"{k}={_short(v)}" for k, v in (fields or {}).items())
         table.add_row(
             stage,
             str(info["trials"]),
             _num(info["default_valid_ndcg@10"]),
             _num(info["best_valid_ndcg@10"]),
-            ", ".join(f"{k}={_short(v)}" for k, v in (picked or {}).items()),
+            picked,
         )
     console.print(table)
 
