@@ -191,9 +191,12 @@ class SASRecNet(nn.Module):
 
     def forward(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, d) of right-padded ``seq`` (B, T); ``items`` = item_matrix()."""
-        B, T = seq.shape
-        table = torch.cat([items, items.new_zeros(1, items.shape[1])])  # (N + 1, d): + padding
-        x = table[seq] + self.pos(torch.arange(T, device=seq.device))  # (B, T, d)
+        T = seq.shape[1]
+        # padding (index len(items)) embeds as 0; gathering only the batch's rows, not copying the
+        # table with a padding row appended, keeps a request's cost independent of the catalogue
+        pad = seq >= len(items)
+        x = items[seq.masked_fill(pad, 0)].masked_fill(pad[..., None], 0.0)  # (B, T, d)
+        x = x + self.pos(torch.arange(T, device=seq.device))
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=seq.device)
         # right padding + causal mask: a real position never attends to padding, so no padding mask
         return self.blocks(self.drop(x), mask=mask, is_causal=True)  # (B, T, d)
