@@ -5,7 +5,7 @@
 ``similar_items``, ``explain`` and ``record_feedback``. Each tool answers with compact JSON the
 model can read back (numbered items with ids, titles and reasons); errors are returned as
 ``{"error": ...}`` text rather than raised, so one bad call does not end the turn. Every list a tool
-returns is also kept in :class:`ToolSession`, from which :class:`agent.chat.agent.ChatAgent`
+returns is also kept in :class:`ToolSession`, from which :func:`agent.chat.tool_path.tool_reply`
 formats the final answer: the model chooses what to look up, the catalogue supplies the titles
 (a model cannot invent an item).
 

@@ -1,7 +1,9 @@
 """Feedback: the durable store of user events, impressions and catalogue upserts. One protocol
 (:mod:`agent.feedback.protocol`: ``Store``, and ``SharedStore`` for replicas), two stores: SQLite
 for one process (:mod:`agent.feedback.store`, the default) and PostgreSQL for replicas
-(:mod:`agent.feedback.postgres`, imported only by :func:`open_store` for a ``postgresql://`` URL);
+(:mod:`agent.feedback.postgres`, imported only by :func:`open_store` for a ``postgresql://`` URL,
+with its pool in :mod:`agent.feedback.pg_pool` and its LISTEN/NOTIFY follower in
+:mod:`agent.feedback.pg_follow`);
 what an event is (:mod:`agent.feedback.events`) and the dashboard's queries
 (:mod:`agent.feedback.reports`, :mod:`agent.feedback.pg_reports`)."""
 
