@@ -184,3 +184,15 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def epoch_budget(max_epochs: int, patience: int, per_epoch: int, budget: int) -> tuple[int, int]:
+    """(epochs, patience) for a neural fit whose epoch costs ``per_epoch`` units of work (steps,
+    or training pairs), within ``budget`` units in all: at most ``max_epochs``, at least one, and
+    the patience shrunk in the same proportion (at least 2 checks). Data small enough to fit
+    ``max_epochs`` in the budget keeps both as configured; past it the fit's cost stops growing
+    with the data (docs/scaling.md)."""
+    epochs = int(min(max_epochs, max(1, budget // max(per_epoch, 1))))
+    if epochs == max_epochs:
+        return epochs, patience
+    return epochs, int(min(patience, max(2, -(-patience * epochs // max_epochs))))

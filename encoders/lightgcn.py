@@ -33,7 +33,14 @@ from torch import nn
 from hyrec.data.splits import History
 from hyrec.metrics import evaluate
 
-from .base import FitData, NotFittedError, known_users, read_config, write_config
+from .base import (
+    FitData,
+    NotFittedError,
+    epoch_budget,
+    known_users,
+    read_config,
+    write_config,
+)
 from .search_space import Categorical, Float, Int, check_space
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,11 @@ class LightGCNConfig:
     max_steps: int = 64
     init_std: float = 0.1  # N(0, std²) initial embeddings, as in the paper's code
     max_epochs: int = 300  # upper bound; with validation, early stopping ends ML-100K near 100
+    # Work cap: epochs × training pairs. An epoch propagates over the whole graph up to max_steps
+    # times, so past max_work / pairs epochs the epoch cap (and patience with it) shrinks and the
+    # fit stops growing faster than the edges (encoders.base.epoch_budget): ML-100K's ~98k pairs
+    # keep 300 epochs, 10⁶ pairs get 30, 10⁷ get 3.
+    max_work: int = 30_000_000
     eval_every: int = 2  # epochs between validation NDCG@10 checks (when FitData.valid is given)
     patience: int = 10  # checks without improvement before stopping; the best state is kept
     seed: int = 0  # initialisation, shuffling and negative sampling
@@ -198,8 +210,18 @@ class LightGCN:
         sample_negatives = _NegativeSampler(matrix, rng)
 
         best, best_state, checks_since_best = -1.0, None, 0
+        max_epochs, patience = epoch_budget(c.max_epochs, c.patience, len(users_all), c.max_work)
+        if max_epochs < c.max_epochs:
+            log.info(
+                "lightgcn: %d training pairs, so at most %d epochs (patience %d checks) within "
+                "max_work %d",
+                len(users_all),
+                max_epochs,
+                patience,
+                c.max_work,
+            )
         t0 = time.perf_counter()
-        for epoch in range(1, c.max_epochs + 1):
+        for epoch in range(1, max_epochs + 1):
             loss = self._epoch(graph, optimizer, users_all, items_all, sample_negatives, rng)
             self.epochs_run = epoch
             if data.valid is None or epoch % c.eval_every:
@@ -216,7 +238,7 @@ class LightGCN:
                     "progress": {
                         "stage": self.kind,
                         "step": epoch,
-                        "total": c.max_epochs,
+                        "total": max_epochs,
                         "valid": ndcg,
                         "best": max(best, ndcg),
                     }
@@ -227,7 +249,7 @@ class LightGCN:
                 best_state = {k: v.detach().clone() for k, v in graph.state_dict().items()}
             else:
                 checks_since_best += 1
-                if checks_since_best >= c.patience:
+                if checks_since_best >= patience:
                     break
             if self.on_epoch is not None and self.on_epoch(epoch, ndcg):
                 break
@@ -235,7 +257,7 @@ class LightGCN:
             graph.load_state_dict(best_state)
             self.best_valid_ndcg = best
         else:
-            self.best_epoch, self.best_valid_ndcg = c.max_epochs, None
+            self.best_epoch, self.best_valid_ndcg = max_epochs, None
         self._cache(graph)
         log.info(
             "lightgcn: kept epoch %d (valid ndcg@10 %.4f), fit %.1fs",

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from encoders.base import FitData
+from encoders.base import FitData, epoch_budget
 from encoders.lightgcn import LightGCN, LightGCNConfig, _SymmetricSpMM, normalized_adjacency
 from hyrec.data import Dataset, History, Item, leave_one_out
 from hyrec.metrics import evaluate
@@ -81,6 +81,17 @@ def test_fits_without_validation(split):
     model = LightGCN(LightGCNConfig(dim=8, max_epochs=3)).fit(data)
     assert model.best_epoch == 3 and model.user_embeddings.shape == (N_USERS, 8)
     assert model.best_valid_ndcg is None
+
+
+def test_the_work_cap_bounds_epochs_and_patience(split, data):
+    pairs = split.train.user.size
+    capped = LightGCN(LightGCNConfig(dim=8, max_epochs=50, max_work=3 * pairs)).fit(
+        FitData(split.dataset, split.train)
+    )
+    assert capped.epochs_run == 3 and capped.best_epoch == 3
+    assert epoch_budget(200, 40, 10, 200) == (20, 4)
+    assert epoch_budget(200, 40, 10, 10_000) == (200, 40)  # under the budget: as configured
+    assert epoch_budget(300, 10, 1_000, 10) == (1, 2)  # at least one epoch
 
 
 def test_keeps_the_validation_score_of_the_kept_epoch(model, data):
