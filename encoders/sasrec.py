@@ -32,13 +32,16 @@ brand-new items the same way.
 
 Real-time interest: :meth:`SASRec.score` reads each user's most recent ``max_len`` items, so a new
 event changes the user's interest vector with no retraining; unknown users need only their sequence.
+
+This module owns the scorer: its config and search space, the data-shaped context, fit, scoring,
+catalogue growth, saving and loading (with the options earlier versions had). The network is
+:mod:`encoders.sasrec_net`; the training epochs, losses and early stopping are
+:mod:`encoders.sasrec_train`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -49,12 +52,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn import functional as F
 
 from hyrec.data.splits import History
-from hyrec.metrics import evaluate
 
 from .base import FitData, NotFittedError, read_config, write_config
+from .sasrec_net import SASRecNet, right_pad
+from .sasrec_train import train
 from .search_space import Categorical, Float, Int, check_space
 
 log = logging.getLogger(__name__)
@@ -64,11 +67,6 @@ LOSSES = ("auto", "full", "sampled")
 #: Called after each validated epoch with (epoch, valid NDCG@10); True stops training (the best
 #: weights are kept). A tuner prunes a trial by raising from it.
 EpochHook = Callable[[int, float], bool]
-
-
-def _progress(**info: object) -> dict[str, object]:
-    """A log record's ``extra`` carrying fit progress (read by ``agent.cli.progress``)."""
-    return {"progress": {"stage": SASRec.kind, **info}}
 
 
 @dataclass(frozen=True)
@@ -138,107 +136,6 @@ def context_length(lengths: np.ndarray, cap: int) -> int:
     return int(min(cap, max(10, 10 * np.ceil(median / 10))))
 
 
-class SASRecNet(nn.Module):
-    """Item representation + causal transformer. Item index ``n_items`` is padding."""
-
-    def __init__(self, config: SASRecConfig, n_items: int, text: torch.Tensor | None) -> None:
-        super().__init__()
-        c, d = config, config.hidden
-        self.config, self.n_items = c, n_items
-        self.use_text, self.use_id = "text" in c.item_input, "id" in c.item_input
-        if self.use_text:
-            if text is None:
-                raise ValueError(f"item_input {c.item_input!r} needs the items' text embeddings")
-            self.register_buffer("text", text.float())  # (N, E) frozen, saved with the weights
-            self.text_proj = _pca_linear(self.text, d)
-        if self.use_id:
-            self.item_id = nn.Embedding(n_items, d)  # N(0, 1): the scale of a LayerNorm output
-            if self.use_text:  # text+id: the ID starts at 0, a learned correction to the text
-                nn.init.zeros_(self.item_id.weight)
-        # items with training events: the others get no ID embedding and no softmax mass in training
-        self.register_buffer("seen", torch.ones(n_items, dtype=torch.bool))
-        self.item_ln = nn.LayerNorm(d)
-        self.pos = nn.Embedding(c.max_len, d)
-        self.drop = nn.Dropout(c.dropout)
-        block = nn.TransformerEncoderLayer(
-            d,
-            c.heads,
-            dim_feedforward=c.ffn,
-            dropout=c.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        block.self_attn.dropout = c.attn_dropout  # at 0, attention takes the fused causal kernel
-        self.blocks = nn.TransformerEncoder(
-            block, c.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False
-        )
-
-    def item_matrix(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, d) representation of every catalogue item, or (U, d) of the items ``rows`` only
-        (the sampled loss needs just a batch's items, not the whole catalogue)."""
-        x = 0.0
-        if self.use_text:
-            x = self.text_proj(self.text if rows is None else self.text[rows])  # (N, d)
-        if self.use_id:
-            keep = self.seen if rows is None else self.seen[rows]  # (N,)
-            if self.use_text and self.training and self.config.id_dropout > 0:
-                # drop whole IDs, without rescaling: both LN(W·t) and LN(W·t + id) occur in training
-                keep = keep & (torch.rand(len(keep)) >= self.config.id_dropout)
-            weight = self.item_id.weight if rows is None else self.item_id(rows)
-            x = x + weight * keep[:, None]  # (N, d)
-        return self.item_ln(x)
-
-    def forward(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, T, d) of right-padded ``seq`` (B, T); ``items`` = item_matrix()."""
-        T = seq.shape[1]
-        # padding (index len(items)) embeds as 0; gathering only the batch's rows, not copying the
-        # table with a padding row appended, keeps a request's cost independent of the catalogue
-        pad = seq >= len(items)
-        x = items[seq.masked_fill(pad, 0)].masked_fill(pad[..., None], 0.0)  # (B, T, d)
-        x = x + self.pos(torch.arange(T, device=seq.device))
-        mask = nn.Transformer.generate_square_subsequent_mask(T, device=seq.device)
-        # right padding + causal mask: a real position never attends to padding, so no padding mask
-        return self.blocks(self.drop(x), mask=mask, is_causal=True)  # (B, T, d)
-
-
-def _pca_linear(text: torch.Tensor, d: int) -> nn.Linear:
-    """A Linear(E, d) that starts as the text's top-d principal directions, scaled to unit variance.
-
-    Items then start as far apart as their text allows, at the scale of a random ID embedding. With
-    the default (tiny) init, text+id peaked lower on ML-100K validation (NDCG@10 0.114 vs 0.123).
-    """
-    mean = text.mean(0)  # (E,)
-    _, _, v = torch.linalg.svd(text - mean, full_matrices=False)  # rows of v: directions
-    proj = torch.zeros(d, text.shape[1])  # (d, E); rows stay 0 if there are fewer directions
-    proj[: min(d, len(v))] = v[:d]
-    scale = float(((text - mean) @ proj.T).std()) or 1.0
-    linear = nn.Linear(text.shape[1], d)
-    with torch.no_grad():
-        linear.weight.copy_(proj / scale)
-        linear.bias.copy_(-(mean @ proj.T) / scale)
-    return linear
-
-
-def _sampled_ce(
-    hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, neg: torch.Tensor
-) -> torch.Tensor:
-    """Cross-entropy of each target against the negatives shared by the batch (drawn uniformly
-    with replacement, as in SASRec+, so no popularity correction); a negative that is the row's
-    own target is masked out.
-
-    Args:
-        hidden: (R, d) hidden states of the real positions.
-        items: (U, d) item rows that ``targets`` and ``neg`` index.
-        targets: (R,) next items.
-        neg: (K,) negatives.
-    """
-    positive = (hidden * items[targets]).sum(-1, keepdim=True)  # (R, 1)
-    others = (hidden @ items[neg].T).masked_fill(neg[None, :] == targets[:, None], -torch.inf)
-    logits = torch.cat([positive, others], dim=1)  # (R, 1 + K): the target is class 0
-    return F.cross_entropy(logits, torch.zeros(len(hidden), dtype=torch.long))
-
-
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -247,23 +144,6 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _pad(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad int sequences into (B, T) with ``pad``; returns (padded, lengths)."""
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    width = max(int(lengths.max()), 1) if len(seqs) else 1
-    out = torch.full((len(seqs), width), pad, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.int64))
-    return out, lengths
-
-
-def _length_batches(lengths: np.ndarray, size: int, gen: torch.Generator) -> list[list[int]]:
-    """Batches of rows of similar length (less padding), shuffled within a length, random order."""
-    order = np.lexsort((torch.rand(len(lengths), generator=gen).numpy(), lengths))
-    batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 class SASRec:
@@ -316,115 +196,8 @@ class SASRec:
             self.net = SASRecNet(c, data.n_items, text)
             seen = np.bincount(data.train.item, minlength=data.n_items) > 0
             self.net.seen.copy_(torch.from_numpy(seen))
-            self._train(rows, data)
+            train(self, rows, data)
         return self
-
-    def _train(self, rows: list[np.ndarray], data: FitData) -> None:
-        c, net = self.config, self.net
-        assert net is not None
-        opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        gen = torch.Generator().manual_seed(c.seed)
-        best, best_state, stale = -1.0, None, 0
-        self.history_ = []
-        for epoch in range(1, c.max_epochs + 1):
-            start = time.perf_counter()
-            record = {"epoch": epoch, "loss": self._epoch(rows, opt, gen)}
-            record["valid_ndcg@10"] = float("nan")
-            if data.valid is not None and (epoch % c.eval_every == 0 or epoch == c.max_epochs):
-                self._cache()
-                record["valid_ndcg@10"] = evaluate(self.score, data.valid, ks=(10,))["ndcg@10"]
-                if record["valid_ndcg@10"] > best:
-                    best, stale, self.best_epoch_ = record["valid_ndcg@10"], 0, epoch
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    stale += c.eval_every
-            record["seconds"] = time.perf_counter() - start
-            self.history_.append(record)
-            stop = False
-            if self.on_epoch is not None and not np.isnan(record["valid_ndcg@10"]):
-                stop = self.on_epoch(epoch, record["valid_ndcg@10"])
-            log.info(
-                "sasrec epoch %d: loss %.4f, valid ndcg@10 %.4f, %.1f s",
-                epoch,
-                record["loss"],
-                record["valid_ndcg@10"],
-                record["seconds"],
-                extra=_progress(
-                    step=epoch,
-                    total=c.max_epochs,
-                    valid=record["valid_ndcg@10"],
-                    best=best if best >= 0 else None,
-                ),
-            )
-            if stale >= c.patience or stop:
-                break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        else:
-            self.best_epoch_ = len(self.history_)
-        self._cache()
-        seconds = sum(r["seconds"] for r in self.history_)
-        log.info(
-            "sasrec: %d epochs, %.2f s/epoch, kept epoch %s (valid ndcg@10 %.4f)",
-            len(self.history_),
-            seconds / len(self.history_),
-            self.best_epoch_,
-            best,
-        )
-
-    def _epoch(
-        self, rows: list[np.ndarray], opt: torch.optim.Optimizer, gen: torch.Generator
-    ) -> float:
-        """One pass over all users; returns the mean cross-entropy per predicted position."""
-        net, c = self.net, self.config
-        assert net is not None
-        net.train()
-        # the softmax runs over items with training events only: the others are never pushed down
-        seen = net.seen.nonzero().squeeze(1)  # (S,)
-        remap = torch.full((net.n_items,), -1, dtype=torch.long)
-        remap[seen] = torch.arange(len(seen))
-        sampled = self.uses_sampled_loss
-        total, count = 0.0, 0
-        lengths = np.minimum([len(r) for r in rows], c.max_len + 1)
-        for batch in _length_batches(lengths, c.batch_size, gen):
-            spans = [self._window(rows[i], gen) for i in batch]
-            seq, lengths = _pad(spans, net.n_items)  # (B, T + 1)
-            inputs, targets = seq[:, :-1], seq[:, 1:]  # (B, T): position t predicts item t + 1
-            real = torch.arange(inputs.shape[1])[None, :] < (lengths - 1)[:, None]  # (B, T)
-            if sampled:
-                loss, hidden = self._sampled_loss(inputs, targets, real, seen, gen)
-            else:
-                items = net.item_matrix()  # (N, d)
-                hidden = net(inputs, items)[real]  # (R, d): real positions only
-                logits = hidden @ items[seen].T  # (R, S)
-                loss = F.cross_entropy(logits, remap[targets[real]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, count = total + loss.item() * len(hidden), count + len(hidden)
-        return total / count
-
-    def _sampled_loss(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        real: torch.Tensor,
-        seen: torch.Tensor,
-        gen: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, hidden states of the real positions) of one batch with ``negatives`` trained
-        items drawn uniformly for the whole batch. Only the batch's own items and the negatives
-        are represented, so a step costs O(batch items + negatives), not O(catalogue)."""
-        net = self.net
-        assert net is not None
-        neg = seen[torch.randint(len(seen), (self.config.negatives,), generator=gen)]  # (K,)
-        used = torch.unique(torch.cat([inputs.flatten(), targets.flatten(), neg]))
-        used = used[used < net.n_items]  # (U,) without the padding index
-        local = torch.full((net.n_items + 1,), len(used), dtype=torch.long)  # padding → U
-        local[used] = torch.arange(len(used))
-        rows = net.item_matrix(used)  # (U, d)
-        hidden = net(local[inputs], rows)[real]  # (R, d)
-        return _sampled_ce(hidden, rows, local[targets[real]], local[neg]), hidden
 
     @property
     def uses_sampled_loss(self) -> bool:
@@ -433,15 +206,6 @@ class SASRec:
         if c.loss != "auto":
             return c.loss == "sampled"
         return self.net is not None and int(self.net.seen.sum()) > c.negatives
-
-    def _window(self, seq: np.ndarray, gen: torch.Generator) -> np.ndarray:
-        """A user's training row: a random span of max_len + 1 consecutive items gives max_len
-        next-item targets (a random span beat the last one on validation, 0.108 vs 0.090)."""
-        span = self.config.max_len + 1
-        if len(seq) <= span:
-            return seq[-span:]
-        start = int(torch.randint(len(seq) - span + 1, (1,), generator=gen))
-        return seq[start : start + span]
 
     def _cache(self) -> None:
         assert self.net is not None
@@ -489,7 +253,7 @@ class SASRec:
         with _threads(c.threads), torch.no_grad():
             for chunk in range(0, len(rows), 256):
                 idx = rows[chunk : chunk + 256]
-                seq, lengths = _pad([seqs[r] for r in idx], net.n_items)  # (b, T)
+                seq, lengths = right_pad([seqs[r] for r in idx], net.n_items)  # (b, T)
                 hidden = net(seq, items)  # (b, T, d)
                 out[idx] = hidden[torch.arange(len(idx)), lengths - 1]  # (b, d)
         return out.numpy()

@@ -5,13 +5,13 @@ Ranking is plain composition (:meth:`HybridRecommender.recommend_batch`)::
     history → score (every component) → candidates (retrieval.candidates) → features
             → ranking head → query blend → top-k
 
-Training the head never touches validation or test *targets*: each user's last training event is
-held out, the components are fitted on the rest, and the head learns to find that held-out item
-among the candidates ("inner" split). Validation only early-stops the head and picks LightGBM or
-the MLP. The head then serves on those same components: the features are scale-free
-(standardised scores and ranks), so refitting the components on the whole training split changed
-validation NDCG@10 by less than its noise while doubling the fit time
-(``eval/results/ml-100k/hybrid-experiments.md``).
+This module owns the recommender object and its request path: every component's scores, the
+candidates and features (exact below ``HybridConfig.ann_min_items``, candidate-only views above
+it), the head, the cold-start fallback and the query blend. The rest is one hop away: the settings
+are :mod:`retrieval.hybrid_config` (re-exported here); fitting, with the head's training split, is
+:mod:`retrieval.hybrid_fit`; the checks on a request's inputs are :mod:`retrieval.request_checks`;
+items like one item are :mod:`retrieval.similar_items`; growing the catalogue is
+:mod:`retrieval.catalogue_growth`; the folder on disk is :mod:`retrieval.saved`.
 
 A request may carry a query vector (a text embedding of "funny sci-fi for tonight"): its nearest
 items join the candidates as source ``"query"``, and the final score of each candidate is
@@ -31,138 +31,28 @@ everything else that needs an LLM happens above this module (:mod:`agent.pipelin
 
 from __future__ import annotations
 
-import logging
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from encoders.base import FitData, NotFittedError, factor_vectors, unit_rows, with_seed
-from encoders.registry import SCORERS, TEXT_SCORERS, make_scorer
-from encoders.search_space import Categorical, Int, check_space
-from encoders.semantic import SemanticScorer
-from hyrec.data import Dataset, EvalTask, Item, interaction_matrix
-from hyrec.data.splits import History, inner_split
-from hyrec.metrics import evaluate
-from retrieval.candidates import (
-    ConstantScores,
-    Depth,
-    FactorSpace,
-    SparseScores,
-    candidate_depth,
-    candidates,
-    candidates_from_views,
-    top_unblocked,
-)
-from retrieval.features import (
-    ItemFacts,
-    RowScores,
-    build_features,
-    build_features_from_views,
-    item_facts,
-    sample_rows,
-    sample_task,
-)
-from retrieval.filters import CatalogueIndex, Filter, item_year
+from encoders.base import FitData, NotFittedError
+from hyrec.data import Dataset, EvalTask, Item
+from hyrec.data.splits import History, inner_split  # noqa: F401 (re-exported)
+from retrieval import catalogue_growth, hybrid_fit, similar_items
+from retrieval.candidates import candidates, candidates_from_views
+from retrieval.features import ItemFacts, RowScores, build_features, build_features_from_views
+from retrieval.filters import CatalogueIndex, Filter
+from retrieval.hybrid_config import HEAD_SEARCH_SPACE, HybridConfig  # noqa: F401 (re-exported)
+from retrieval.hybrid_fit import ProfileFn
 from retrieval.items import Catalogue, ItemList
-from retrieval.ranker import RANKERS, Groups, Ranker, choose_ranker, make_ranker
-from retrieval.store import ItemStore, StoreConfig
-
-log = logging.getLogger(__name__)
-
-#: Interest-profile embeddings of a batch of histories: (B, d) unit-norm, zero rows for "none".
-ProfileFn = Callable[[History], np.ndarray]
-
-
-@dataclass(frozen=True)
-class HybridConfig:
-    # Defaults chosen on ML-100K validation NDCG@10 (eval/results/ml-100k/hybrid-experiments.md).
-    components: tuple[str, ...] = ("sasrec", "lightgcn", "als", "itemknn", "semantic", "pop")
-    sources: tuple[str, ...] = ("sasrec", "lightgcn", "als", "itemknn", "pop")  # top-N of each
-    # Candidate depth: None follows the catalogue size, ⌈√n_items⌉ clipped to [50, 150] (50 up to
-    # 2,500 items, so ML-100K keeps 50; 100 at 10⁴; 150 from 22,500 up; candidate_depth in
-    # retrieval.candidates, docs/scaling.md). On ML-100K 100 per source raised recall, not NDCG@10.
-    per_source: int | None = None  # candidates per source
-    neighbours: int | None = None  # text neighbours of the user's recent items (source "semantic")
-    query_neighbours: int | None = None  # text neighbours of a query vector (source "query")
-    query_weight: float = 1.0  # final = z(head) + query_weight · z(query cosine); see module doc
-    # From this catalogue size up no (users × items) score matrix is built: dot-product components
-    # propose from faiss IVF indexes and every feature is computed on the candidates only
-    # (retrieval.candidates, "large catalogues"; docs/scaling.md). Below it exact scoring is
-    # cheaper: 10k items served at p99 ~12 ms exactly (eval/results/serving.md).
-    ann_min_items: int = 50_000
-    # Users whose lists train the head, and validation users the components early-stop on and the
-    # head is chosen on: a seeded sample of at most this many each (ML-100K's 943 are all kept).
-    # Both costs grow with users × catalogue, so past this the fit stops growing with users.
-    head_users: int = 5_000
-    valid_users: int = 2_000
-    # Sync the chromadb item store at fit (Recommender.search and the saved model read it). Its
-    # HNSW inserts run at ~800 items/s on 2 cores, the fit's largest cost past ~10⁵ items; no
-    # candidate path reads it (they use exact scores or the faiss indexes).
-    item_store: bool = True
-    ranker: str = "auto"  # "lightgbm", "mlp", or "auto": the better validation NDCG@10
-    # per head kind, fields of its config to change, e.g. {"mlp": {"members": 1}}
-    ranker_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    seed: int = 0  # every seeded component and the ranking head train from this seed
-    # per component, fields of its config to change, e.g. {"als": {"factors": 32}} (JSON data, so
-    # it is saved with the model and a tuner can write it)
-    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Fail before any training, naming the bad value."""
-        unknown = [c for c in self.components if c not in SCORERS]
-        if unknown:
-            raise ValueError(
-                f"HybridConfig.components: unknown {unknown}; known: {sorted(SCORERS)}"
-            )
-        stray = [s for s in self.sources if s not in self.components or s in ("semantic", "query")]
-        if stray:
-            raise ValueError(
-                f"HybridConfig.sources {stray} must be components other than 'semantic' (its "
-                "neighbours are added by `neighbours`) and 'query'"
-            )
-        if self.ranker != "auto" and self.ranker not in RANKERS:
-            raise ValueError(
-                f"HybridConfig.ranker {self.ranker!r}: use 'auto' or one of {list(RANKERS)}"
-            )
-        stray = sorted(set(self.params) - set(self.components))
-        if stray:
-            raise ValueError(f"HybridConfig.params names {stray}, which are not components")
-        for name, params in self.params.items():
-            try:
-                make_scorer(name, params)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"HybridConfig.params[{name!r}]: {e}") from None
-        for kind, params in self.ranker_params.items():
-            try:
-                make_ranker(kind, params)
-            except ValueError as e:
-                raise ValueError(f"HybridConfig.ranker_params[{kind!r}]: {e}") from None
-
-    def depth(self, n_items: int) -> Depth:
-        """Candidates per source, semantic and query neighbours for a catalogue of ``n_items``."""
-        return candidate_depth(n_items, self.per_source, self.neighbours, self.query_neighbours)
-
-
-#: What ``hyrec tune`` searches for the head (docs/tuning.md); components have their own spaces.
-HEAD_SEARCH_SPACE = check_space(
-    {
-        "per_source": Int(20, 150, step=10),
-        "neighbours": Int(10, 100, step=10),
-        "ranker": Categorical(("lightgbm", "mlp")),  # "auto" would fit both per trial
-    },
-    HybridConfig,
-)
-
-
-def _progress(stage: str, **info: Any) -> dict[str, Any]:
-    """A log record's ``extra`` carrying fit progress (read by ``agent.cli.progress``)."""
-    return {"progress": {"stage": stage, **{k: v for k, v in info.items() if v is not None}}}
+from retrieval.ranker import Groups, Ranker
+from retrieval.request_checks import over_catalogue, text_rows
+from retrieval.store import ItemStore
+from retrieval.views import ConstantScores, FactorSpace, component_views, factor_spaces
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -193,50 +83,11 @@ class HybridRecommender:
         self.uses_profile = False
         self._tmp: tempfile.TemporaryDirectory | None = None
 
-    # ---- fitting ------------------------------------------------------------------------------
+    # ---- fitting (retrieval.hybrid_fit) --------------------------------------------------------
     def _fit_components(
         self, data: FitData, fitted: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        out = {}
-        names = self.config.components
-        for n, name in enumerate(names, 1):
-            if fitted is not None and name in fitted:  # already fitted on this inner split
-                out[name] = fitted[name]
-                continue
-            t0 = time.perf_counter()
-            scorer = with_seed(make_scorer(name, self.config.params.get(name)), self.config.seed)
-            stage = getattr(scorer, "kind", name)  # the scorer's own progress records use its kind
-            epochs = getattr(getattr(scorer, "config", None), "max_epochs", None)
-            log.info(
-                "fitting component %s (%d/%d)",
-                name,
-                n,
-                len(names),
-                extra=_progress(
-                    stage,
-                    label=f"component {n}/{len(names)}: {name}"
-                    + (f", up to {epochs} epochs" if epochs else ""),
-                    total=epochs,
-                ),
-            )
-            out[name] = scorer.fit(data)
-            seconds = round(time.perf_counter() - t0, 2)
-            self.fit_report.setdefault("component_seconds", {})[name] = seconds
-            # progress report only: each component alone on the validation task the fit early-stops
-            # on, so the summary can show what the hybrid adds (the model does not use it)
-            valid = None
-            if data.valid is not None:
-                valid = round(evaluate(scorer.score, data.valid, ks=(10,))["ndcg@10"], 4)
-                self.fit_report.setdefault("component_valid_ndcg@10", {})[name] = valid
-            log.info(
-                "component %s fitted in %.1f s (valid ndcg@10 %s)",
-                name,
-                seconds,
-                valid,
-                extra=_progress(stage, valid=valid, done=True, seconds=seconds),
-            )
-        self.native_items = {name: data.n_items for name in out}
-        return out
+        return hybrid_fit.fit_components(self, data, fitted)
 
     def fit(
         self,
@@ -254,69 +105,7 @@ class HybridRecommender:
             fitted: Optional: components already fitted on ``data``'s inner split with this
                 config's settings (a tuner's head trials reuse them); the others are fitted.
         """
-        needs_text = TEXT_SCORERS.intersection(self.config.components)
-        if needs_text and data.item_embeddings is None:
-            raise ValueError(f"components {sorted(needs_text)} need FitData.item_embeddings")
-        if profiles is not None and data.item_embeddings is None:
-            raise ValueError("profiles need FitData.item_embeddings (profiles are text vectors)")
-        self.dataset = data.dataset
-        self.uses_profile = profiles is not None
-        self._forget_views()
-        self._open_store(data.item_embeddings)
-        t0 = time.perf_counter()
-        inner_train, held = inner_split(data.train)
-        seed = self.config.seed
-        valid_task = sample_task(data.valid, self.config.valid_users, seed)
-        inner = FitData(data.dataset, inner_train, valid_task, data.item_embeddings)
-        self.components = self._fit_components(inner, fitted)
-        self.facts = item_facts(data.dataset, inner_train, data.item_embeddings)
-        self._build_spaces()
-        users = sample_rows(held.user.astype(np.int64), self.config.head_users, seed)
-        history = History.from_interactions(inner_train, users, data.n_items, n_users=data.n_users)
-        targets = interaction_matrix(held, data.n_users, data.n_items)[users]
-        x, y = self._groups(
-            EvalTask(history, targets), profiles, "train-lists", "head training lists"
-        )
-        self.fit_report["head_train_recall"] = float(np.mean([g.any() for g in y]))
-        self.facts = item_facts(data.dataset, data.train, data.item_embeddings)
-        self._forget_views()
-        valid = None
-        if valid_task is not None:
-            valid = self._groups(valid_task, profiles, "valid-lists", "validation lists")
-            self.fit_report["candidate_recall_valid"] = float(np.mean([g.any() for g in valid[1]]))
-        heads = ", ".join(RANKERS) if self.config.ranker == "auto" else self.config.ranker
-        t_head = time.perf_counter()
-        log.info(
-            "fitting the ranking head (%s)",
-            heads,
-            extra=_progress("head", label=f"ranking head ({heads}) on {len(x)} users' lists"),
-        )
-        self.ranker = choose_ranker(
-            self.config.ranker,
-            self.config.seed,
-            x,
-            y,
-            valid,
-            self.fit_report,
-            params=self.config.ranker_params,
-        )
-        self._stage_seconds("head", t_head)
-        head_valid = self.fit_report.get("ranker_valid_ndcg@10", {}).get(self.fit_report["ranker"])
-        log.info(
-            "ranking head %s fitted (valid ndcg@10 %s)",
-            self.fit_report["ranker"],
-            head_valid,
-            extra=_progress(
-                "head",
-                label=f"ranking head: {self.fit_report['ranker']} kept",
-                valid=head_valid,
-                done=True,
-                seconds=time.perf_counter() - t_head,
-            ),
-        )
-        self.fit_report["seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("hybrid fitted: %s", self.fit_report)
-        return self
+        return hybrid_fit.fit(self, data, profiles, fitted)
 
     def _groups(
         self,
@@ -325,37 +114,19 @@ class HybridRecommender:
         stage: str = "lists",
         label: str = "candidate lists",
     ) -> tuple[Groups, Groups]:
-        """Candidate features and 0/1 target labels for every user of ``task`` (``stage`` and
-        ``label`` name the work in the progress records)."""
-        xs, ys = [], []
-        t0 = time.perf_counter()
-        log.info(
-            "building %s for %d users",
-            label,
-            len(task),
-            extra=_progress(stage, label=f"{label}: candidates + features", total=len(task)),
-        )
-        for start in range(0, len(task), 256):
-            batch = task.subset(np.arange(start, min(start + 256, len(task))))
-            profiles = profile_fn(batch.history) if profile_fn is not None else None
-            cands, feats = self._candidates_and_features(batch.history, profiles)
-            xs += feats
-            ys += [
-                batch.targets[row].toarray()[0, c.items].astype(np.float32)
-                for row, c in enumerate(cands)
-            ]
-            log.info(
-                "%s: %d/%d users", label, len(ys), len(task), extra=_progress(stage, step=len(ys))
-            )
-        recall = float(np.mean([g.any() for g in ys])) if ys else 0.0
-        self._stage_seconds(stage, t0)
-        log.info(
-            "%s built: target among the candidates for %.0f%% of users",
-            label,
-            100 * recall,
-            extra=_progress(stage, done=True, seconds=time.perf_counter() - t0),
-        )
-        return xs, ys
+        """The head's lists of ``task`` (:func:`retrieval.hybrid_fit.candidate_groups`)."""
+        return hybrid_fit.candidate_groups(self, task, profile_fn, stage, label)
+
+    def _stage_seconds(self, stage: str, since: float) -> None:
+        """Record a fit stage's wall seconds in ``fit_report["stage_seconds"]``."""
+        hybrid_fit.stage_seconds(self, stage, since)
+
+    def _build_spaces(self) -> None:
+        """ANN indexes over each dot-product component's item vectors (large catalogues only)."""
+        hybrid_fit.build_spaces(self)
+
+    def _open_store(self, embeddings: np.ndarray | None) -> None:
+        hybrid_fit.open_store(self, embeddings)
 
     # ---- the recommendation path --------------------------------------------------------------
     def recommend_batch(
@@ -425,63 +196,21 @@ class HybridRecommender:
             history, cands, views, self.facts, self._sources, profiles
         )
 
-    def _stage_seconds(self, stage: str, since: float) -> None:
-        """Record a fit stage's wall seconds in ``fit_report["stage_seconds"]``."""
-        seconds = round(time.perf_counter() - since, 2)
-        self.fit_report.setdefault("stage_seconds", {})[stage] = seconds
-
     @property
     def _large(self) -> bool:
         return self.dataset is not None and self.dataset.n_items >= self.config.ann_min_items
-
-    def _build_spaces(self) -> None:
-        """ANN indexes over each dot-product component's item vectors (large catalogues only)."""
-        self.__dict__.pop("_spaces", None)
-        if self._large:
-            t0 = time.perf_counter()
-            log.info("indexing item vectors", extra=_progress("ann", label="ANN item indexes"))
-            _ = self._spaces
-            self._stage_seconds("ann", t0)
-            log.info(
-                "item vectors indexed",
-                extra=_progress("ann", done=True, seconds=time.perf_counter() - t0),
-            )
 
     @cached_property
     def _spaces(self) -> dict[str, FactorSpace]:
         """Component name → its :class:`FactorSpace` (and ``"query"`` for request text when no
         semantic component has one); built once per fit, or on first use after loading."""
-        spaces = {}
-        for name, scorer in self.components.items():
-            pair = factor_vectors(scorer)
-            if pair is not None:
-                spaces[name] = FactorSpace(pair[1]())
-        facts = self.facts
-        if "semantic" not in spaces and facts is not None and facts.embeddings is not None:
-            spaces["query"] = FactorSpace(facts.embeddings)
-        return spaces
+        return factor_spaces(self.components, None if self.facts is None else self.facts.embeddings)
 
     def _views(self, history: History) -> dict[str, RowScores]:
         """Each component's candidate-only view of this batch's scores."""
-        out: dict[str, RowScores] = {}
-        for name, scorer in self.components.items():
-            known = self.native_items.get(name, history.n_items)
-            h = history
-            if known < history.n_items:
-                h = History(history.users, tuple(s[s < known] for s in history.sequences), known)
-            if name in self._spaces:
-                out[name] = self._spaces[name].view(factor_vectors(scorer)[0](h))
-            elif getattr(scorer, "similarity", None) is not None:  # item-kNN: sparse, exact
-                out[name] = SparseScores(h.matrix @ scorer.similarity)
-            elif getattr(scorer, "counts", None) is not None:  # popularity
-                out[name] = self._constant(name, scorer.counts)
-            else:
-                raise ValueError(
-                    f"component {name!r} has no candidate-only scores for a catalogue of "
-                    f"{history.n_items} items; raise HybridConfig.ann_min_items above it to "
-                    "score it over the whole catalogue"
-                )
-        return out
+        return component_views(
+            history, self.components, self.native_items, self._spaces, self._constant
+        )
 
     def _constant(self, key: str, scores: np.ndarray) -> ConstantScores:
         """A cached :class:`ConstantScores` of ``scores`` (rebuilt when the array changes)."""
@@ -559,26 +288,12 @@ class HybridRecommender:
 
     def _widened(self, history: History) -> History:
         """``history`` over the whole current catalogue (it may predate :meth:`add_items`)."""
-        n = self.dataset.n_items
-        if history.n_items > n:
-            raise ValueError(f"history is over {history.n_items} items; the catalogue has {n}")
-        return history if history.n_items == n else History(history.users, history.sequences, n)
+        return over_catalogue(history, self.dataset.n_items)
 
     def _check_rows(self, vectors: np.ndarray | None, history: History, what: str):
         if vectors is None:
             return None
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        dim = None if self.facts.embeddings is None else self.facts.embeddings.shape[1]
-        if dim is None:
-            raise ValueError(f"{what} need a model fitted with item text embeddings")
-        if vectors.shape != (len(history), dim):
-            raise ValueError(
-                f"{what} has shape {vectors.shape}; expected ({len(history)}, {dim}): one text "
-                "vector per history row (a zero row for none)"
-            )
-        if not np.isfinite(vectors).all():
-            raise ValueError(f"{what} holds NaN or infinite values")
-        return vectors
+        return text_rows(vectors, history, self.facts.embeddings, what)
 
     def _profiles(self, history: History, given: np.ndarray | None) -> np.ndarray | None:
         if not self.uses_profile:
@@ -615,33 +330,7 @@ class HybridRecommender:
         """Items like one item: z(text cosine) + z(collaborative score), each over the allowed
         catalogue. The collaborative score is the first of itemknn, als, lightgcn, sasrec given a
         one-item history; items it does not know score neutral, so new items rank by text."""
-        if self.dataset is None:
-            raise NotFittedError("HybridRecommender.fit() first")
-        n = self.dataset.n_items
-        if not 0 <= item_index < n:
-            raise IndexError(f"item index {item_index} is outside the catalogue (0..{n - 1})")
-        blocked = np.zeros(n, dtype=bool) if filter is None else ~self.index.allowed(filter)
-        blocked[item_index] = True
-        one = History.of_items([item_index], n)
-        signals: dict[str, np.ndarray] = {}
-        if self.facts.embeddings is not None:
-            signals["text"] = self.facts.embeddings @ self.facts.embeddings[item_index]
-        collab = next(
-            (c for c in ("itemknn", "als", "lightgcn", "sasrec") if c in self.components), None
-        )
-        if collab is not None:
-            signals["collaborative"] = self._score_with(collab, one)[0]
-        if not signals:
-            raise ValueError("similar() needs item embeddings or a collaborative component")
-        width = max(k, 50)
-        proposals = {name: top_unblocked(s, blocked, width) for name, s in signals.items()}
-        c = ItemList.union(proposals, self.view)
-        ok = ~blocked
-        total = sum((s[c.items] - s[ok].mean()) / (s[ok].std() + 1e-6) for s in signals.values())
-        columns = {name: s[c.items] for name, s in signals.items()}
-        return ItemList(c.items, np.asarray(total, np.float32), columns, c.sources, self.view).top(
-            k
-        )
+        return similar_items.similar(self, item_index, k, filter)
 
     def add_items(self, items: Sequence[Item], embeddings: np.ndarray) -> int:
         """Grow the catalogue with items known only by their text; no retraining.
@@ -654,60 +343,7 @@ class HybridRecommender:
             ValueError: an id already in the catalogue or repeated, a vector count or dimension
                 that does not match, or a NaN/zero vector; nothing changes then.
         """
-        if self.ranker is None:
-            raise NotFittedError("HybridRecommender.fit() first")
-        items = list(items)
-        if self.facts.embeddings is None:
-            raise ValueError("add_items needs a model fitted with item text embeddings")
-        vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        dim = self.facts.embeddings.shape[1]
-        if vectors.shape != (len(items), dim):
-            raise ValueError(
-                f"embeddings have shape {vectors.shape}; expected ({len(items)}, {dim})"
-            )
-        norms = np.linalg.norm(vectors, axis=1)
-        if not (np.isfinite(norms) & (norms > 0)).all():
-            raise ValueError("embeddings hold NaN, infinite or all-zero rows")
-        if not items:
-            return 0
-        grown = self.dataset.with_items(items)  # raises on a known or repeated id
-        vectors = unit_rows(vectors)
-        if self.store is not None:
-            self.store.upsert(items, vectors)  # validates before writing
-        for name, scorer in self.components.items():
-            if isinstance(scorer, SemanticScorer):
-                scorer.item_embeddings = np.vstack([scorer.item_embeddings, vectors])
-            elif getattr(getattr(scorer, "net", None), "use_text", False):
-                scorer.add_items(vectors)
-            else:
-                continue
-            self.native_items[name] = grown.n_items
-        self.facts = self.facts.extended(np.array([item_year(it) for it in items]), vectors)
-        self.dataset = grown
-        self._forget_views()
-        self.__dict__.pop("_spaces", None)  # large catalogues: re-index the grown item vectors
-        return len(items)
-
-    def _open_store(self, embeddings: np.ndarray | None) -> None:
-        if embeddings is None or "semantic" not in self.config.components:
-            return
-        if not self.config.item_store:
-            return
-        if self.store_path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="hyrec-store-")
-            path = Path(self._tmp.name)
-        else:
-            path = self.store_path
-        t0 = time.perf_counter()
-        label = f"item store: {len(self.dataset.items)} item vectors into chromadb"
-        log.info("syncing the item store", extra=_progress("store", label=label))
-        self.store = ItemStore(StoreConfig(path=path, show_progress=False))
-        self.store.sync(self.dataset.items, embeddings)
-        self._stage_seconds("store", t0)
-        log.info(
-            "item store synced",
-            extra=_progress("store", done=True, seconds=time.perf_counter() - t0),
-        )
+        return catalogue_growth.add_items(self, items, embeddings)
 
     # ---- persistence (retrieval.saved) ---------------------------------------------------------
     def save(self, path: Path) -> None:
