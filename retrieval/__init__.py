@@ -2,7 +2,11 @@
 
 :mod:`retrieval.items` (the :class:`~retrieval.items.ItemList` every stage passes on),
 :mod:`retrieval.filters`, :mod:`retrieval.store` (the chromadb item store),
-:mod:`retrieval.candidates`, :mod:`retrieval.features`, :mod:`retrieval.ranker` (the learned
-head), :mod:`retrieval.hybrid` (and :mod:`retrieval.saved`, its folder on disk) and
+:mod:`retrieval.candidates` (with the faiss index in :mod:`retrieval.ann` and the candidate-only
+score views of large catalogues in :mod:`retrieval.views`), :mod:`retrieval.features`,
+:mod:`retrieval.ranker` (the learned head), :mod:`retrieval.hybrid` (its config in
+:mod:`retrieval.hybrid_config`, its fit in :mod:`retrieval.hybrid_fit`, item-to-item in
+:mod:`retrieval.similar_items`, catalogue growth in :mod:`retrieval.catalogue_growth`, its folder
+on disk in :mod:`retrieval.saved`), the search in :mod:`retrieval.tuning` and
 :mod:`retrieval.mmr`. Nothing here talks to an LLM.
 """

@@ -126,7 +126,7 @@ def build_features(
 
 class RowScores(Protocol):
     """One component's scores of a batch of users, asked row by row (large catalogues never build
-    the (B, n_items) matrix; the views are in :mod:`retrieval.candidates`)."""
+    the (B, n_items) matrix; the views are in :mod:`retrieval.views`)."""
 
     def informative(self, row: int) -> bool:
         """Whether the row's scores differ between items (a source without signal proposes

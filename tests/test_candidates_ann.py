@@ -1,4 +1,4 @@
-"""The large-catalogue candidate path (retrieval/candidates.py): the faiss index, the per-batch
+"""The large-catalogue candidate path (retrieval/candidates.py, views.py, ann.py): the faiss index, the per-batch
 score views against exact full-catalogue computations, the candidate-depth rule, and the hybrid
 run through it end to end."""
 
