@@ -91,6 +91,10 @@ class SASRecConfig:
     batch_size: int = 32  # users per step (32 > 16 and 64 on validation)
     max_epochs: int = 200  # id-only models were still improving at 150
     patience: int = 40  # epochs without a better validation NDCG@10 (it is noisy: ±0.007)
+    # Work cap: epochs × training users. Past max_work / users epochs the epoch cap (and patience
+    # with it) shrinks, so a fit stops growing faster than the data (encoders.base.epoch_budget):
+    # ML-100K's 943 users keep 200 epochs, 10⁴ users get 20, 10⁵ get 2.
+    max_work: int = 200_000
     eval_every: int = 1  # validate every this many epochs (early stopping needs FitData.valid)
     threads: int = 1  # torch CPU threads; 2 ran ~20x slower per epoch on the 2-core CI machine
     # "full" softmax over trained items, "sampled" (negatives shared per batch), or "auto":

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from hyrec.metrics import evaluate
 
-from .base import FitData
+from .base import FitData, epoch_budget
 from .sasrec_net import SASRecNet, right_pad
 
 if TYPE_CHECKING:
@@ -37,19 +37,28 @@ def _progress(stage: str, **info: object) -> dict[str, object]:
 
 
 def train(model: SASRec, rows: list[np.ndarray], data: FitData) -> None:
-    """See :meth:`encoders.sasrec.SASRec.fit`: epochs until ``patience`` runs out or the hook
-    stops them, then the best validated weights."""
+    """See :meth:`encoders.sasrec.SASRec.fit`: epochs until ``patience`` runs out, the work cap
+    is reached or the hook stops them, then the best validated weights."""
     c, net = model.config, model.net
     assert net is not None
     opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     gen = torch.Generator().manual_seed(c.seed)
     best, best_state, stale = -1.0, None, 0
     model.history_ = []
-    for epoch in range(1, c.max_epochs + 1):
+    max_epochs, patience = epoch_budget(c.max_epochs, c.patience, len(rows), c.max_work)
+    if max_epochs < c.max_epochs:
+        log.info(
+            "sasrec: %d training users, so at most %d epochs (patience %d) within max_work %d",
+            len(rows),
+            max_epochs,
+            patience,
+            c.max_work,
+        )
+    for epoch in range(1, max_epochs + 1):
         start = time.perf_counter()
         record = {"epoch": epoch, "loss": _epoch(model, rows, opt, gen)}
         record["valid_ndcg@10"] = float("nan")
-        if data.valid is not None and (epoch % c.eval_every == 0 or epoch == c.max_epochs):
+        if data.valid is not None and (epoch % c.eval_every == 0 or epoch == max_epochs):
             model._cache()
             record["valid_ndcg@10"] = evaluate(model.score, data.valid, ks=(10,))["ndcg@10"]
             if record["valid_ndcg@10"] > best:
@@ -71,12 +80,12 @@ def train(model: SASRec, rows: list[np.ndarray], data: FitData) -> None:
             extra=_progress(
                 model.kind,
                 step=epoch,
-                total=c.max_epochs,
+                total=max_epochs,
                 valid=record["valid_ndcg@10"],
                 best=best if best >= 0 else None,
             ),
         )
-        if stale >= c.patience or stop:
+        if stale >= patience or stop:
             break
     if best_state is not None:
         net.load_state_dict(best_state)

@@ -166,6 +166,12 @@ def test_early_stopping_keeps_the_best_validation_weights(data):
     assert SASRec(tiny(max_epochs=2)).fit(data).best_valid_ndcg is None  # no validation task
 
 
+def test_the_work_cap_bounds_epochs(data):
+    users = len(np.unique(data.train.user))
+    capped = SASRec(tiny(max_epochs=30, max_work=4 * users)).fit(data)
+    assert len(capped.history_) == 4
+
+
 def test_empty_history_gives_zero_scores(fitted):
     scores = fitted["text"].score(History.of_items([], N_ITEMS + 1))
     assert scores.shape == (1, N_ITEMS + 1) and not scores.any()
