@@ -16,8 +16,11 @@ see :data:`SHAPES`. Item text is encoded with MiniLM on a sample of each catalog
 (:data:`TEXT_SAMPLE` items) and the full catalogue's encoding time is that rate × items (the
 cost is linear in items: one forward pass per text); the fit itself uses synthetic 384-d vectors
 clustered by genre. ML-100K is encoded whole (through the on-disk cache when it is warm: the
-``text`` row says which). With ``--epoch-cap`` (used at 10⁷) SASRec and LightGCN run at most that
-many epochs, and their seconds per epoch are reported.
+``text`` row says which). SASRec and LightGCN bound their own epochs by a work cap
+(``max_work``: epochs × training users, epochs × training pairs;
+:func:`encoders.base.epoch_budget`), so the default settings run every size; each row reports
+the caps (``epoch_caps``), the epochs run and the seconds per epoch. ``--epoch-cap-1e7 N``
+caps 10⁷ further.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def run_one(size: str, epoch_cap: int | None = None) -> dict[str, Any]:
         "stages": stages,
         "text": text,
         "epochs": _epochs(model),
+        "epoch_caps": _caps(model, data),
         "fit_report": _plain(model.fit_report),
     }
 
@@ -185,6 +189,24 @@ def _epochs(model) -> dict[str, dict[str, float]]:
         seconds = model.fit_report.get("component_seconds", {}).get(name)
         if epochs:
             out[name] = {"epochs": int(epochs), "seconds_per_epoch": round(seconds / epochs, 2)}
+    return out
+
+
+def _caps(model, data) -> dict[str, int]:
+    """Each neural component's epoch cap under its work cap (encoders.base.epoch_budget), on the
+    inner split it was fitted on (each user's last training event held out)."""
+    from encoders.base import epoch_budget
+    from hyrec.data.splits import inner_split
+
+    inner, _ = inner_split(data.train)
+    users = int((np.bincount(inner.user) >= 2).sum())
+    out = {}
+    for name, scorer in model.components.items():
+        c = getattr(scorer, "config", None)
+        if name == "sasrec":
+            out[name] = epoch_budget(c.max_epochs, c.patience, users, c.max_work)[0]
+        elif name == "lightgcn":
+            out[name] = epoch_budget(c.max_epochs, c.patience, len(inner.user), c.max_work)[0]
     return out
 
 
@@ -229,7 +251,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["ml-100k", "1e5", "1e6", "1e7"])
-    parser.add_argument("--epoch-cap-1e7", type=int, default=3, help="epochs at 10⁷")
+    parser.add_argument(
+        "--epoch-cap-1e7", type=int, default=None, help="epochs at 10⁷ (default: the work caps)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: run this size
     parser.add_argument("--epoch-cap", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
@@ -240,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = json.loads(args.out.read_text()).get("rows", []) if args.out.exists() else []
     for size in args.sizes:
         cmd = [sys.executable, "-m", "eval.bench_scaling", "--one", size]
-        if size == "1e7":
+        if size == "1e7" and args.epoch_cap_1e7 is not None:
             cmd += ["--epoch-cap", str(args.epoch_cap_1e7)]
         load = os.getloadavg()[0]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
