@@ -11,8 +11,8 @@
                         "reverted", "head", "steps", "not_tried", "hybrids": [every one compared]}},
      "search": {"budget_seconds", "trials", "seconds", "split", "dataset", ...}}
 
-Version 2 adds ``best["check"]`` (:meth:`retrieval.tuning._Search._check`); version 1 files, written
-before the check, have no such entry and load the same (only ``"hybrid"`` is read back).
+Version 2 adds ``best["check"]`` (:class:`retrieval.tuning_check.FinalCheck`); version 1 files,
+written before the check, have no such entry and load the same (only ``"hybrid"`` is read back).
 """
 
 from __future__ import annotations
