@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from encoders.base import with_seed
+from encoders.base import epoch_budget, with_seed
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,10 @@ class LightGBMRanker:
 class MLPConfig:
     hidden: int = 64  # 128 was no better on ML-100K validation
     epochs: int = 60  # upper bound; the epoch with the best validation NDCG@10 is kept
+    # Work cap: epochs × training lists. Past max_work / lists epochs the bound shrinks, so the
+    # head's cost stops growing with its users (encoders.base.epoch_budget): ML-100K's 943 lists
+    # keep 60 epochs; head_users = 5,000 lists get 24
+    max_work: int = 120_000
     lr: float = 3e-3
     weight_decay: float = 1e-4
     groups_per_batch: int = 64
@@ -201,7 +205,8 @@ class MLPRanker:
         net = self._build(n_features)
         opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         best, best_state = -1.0, None
-        for epoch in range(c.epochs):
+        epochs = epoch_budget(c.epochs, c.epochs, len(targets), c.max_work)[0]
+        for epoch in range(epochs):
             net.train()
             order = torch.from_numpy(rng.permutation(len(targets)))
             for batch in order.split(c.groups_per_batch):

@@ -3,6 +3,7 @@ comes back, and a saved model gives identical answers."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -167,6 +168,18 @@ def test_mlp_heads_of_different_seeds_share_no_net():
     heads = [MLPRanker(MLPConfig(epochs=2, members=2, seed=s)).fit(xs, ys) for s in (0, 1)]
     weights = [[net[0].weight.detach().numpy() for net in h.nets] for h in heads]
     assert not any(np.array_equal(a, b) for a in weights[0] for b in weights[1])
+
+
+def test_the_mlp_heads_work_cap_bounds_its_epochs(caplog):
+    from retrieval.ranker import MLPConfig, MLPRanker
+
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(6, 2)).astype(np.float32) for _ in range(16)]
+    ys = [np.eye(6, dtype=np.float32)[int(np.argmax(x[:, 0]))] for x in xs]
+    config = MLPConfig(epochs=10, members=1, max_work=3 * 12)  # 12 training lists: 3 epochs
+    with caplog.at_level(logging.DEBUG, logger="retrieval.ranker"):
+        MLPRanker(config).fit(xs[:12], ys[:12], valid=(xs[12:], ys[12:]))
+    assert sum("valid ndcg@10" in r.getMessage() for r in caplog.records) == 3
 
 
 def test_mlp_head_ignores_a_feature_missing_from_all_training_lists(tmp_path):
