@@ -20,11 +20,16 @@ def minmax(x: np.ndarray) -> np.ndarray:
 
 
 def mmr_order(
-    relevance: np.ndarray, embeddings: np.ndarray, k: int, lambda_: float = 0.5
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    lambda_: float = 0.5,
+    tiebreak: np.ndarray | None = None,
 ) -> np.ndarray:
     """Row positions picked greedily by λ·relevance − (1 − λ)·max cosine to the rows already picked.
 
-    ``relevance`` is used as given (callers scale it to [0, 1]); ties go to the lower row.
+    ``relevance`` is used as given (callers scale it to [0, 1]); ties go to the higher
+    ``tiebreak`` (the unscaled scores, which scaling can round into a tie), then the lower row.
     """
     n = len(relevance)
     k = min(k, n)
@@ -41,6 +46,9 @@ def mmr_order(
         value = rel if step == 0 else lambda_ * rel - (1.0 - lambda_) * max_sim
         value = np.where(free, value, -np.inf)
         j = int(np.argmax(value))
+        if tiebreak is not None:
+            tied = np.flatnonzero(value == value[j])
+            j = int(tied[np.argmax(tiebreak[tied])])  # first of the highest: the lower row
         picked.append(j)
         free[j] = False
         max_sim = np.maximum(max_sim, e @ e[j])
@@ -66,5 +74,8 @@ def mmr(candidates: ItemList, k: int, lambda_: float = 0.5) -> ItemList:
     vectors = candidates.vectors
     if vectors is None:
         raise ValueError("MMR needs item text vectors: the list's catalogue has none")
-    rows = mmr_order(minmax(candidates.scores), vectors, k, lambda_)
+    scores = np.asarray(candidates.scores, dtype=np.float64)
+    rows = mmr_order(
+        minmax(scores), vectors, k, lambda_, tiebreak=np.nan_to_num(scores, nan=-np.inf)
+    )
     return candidates.ranked(rows)
