@@ -616,6 +616,36 @@ def test_auth_can_be_off_only_on_loopback():
     assert is_loopback("localhost") and not is_loopback("example.com")
 
 
+def test_the_item_store_process_setting_and_the_encoder_warm_up(tmp_path, caplog):
+    from agent.serve.startup import StoreSettings, warm_up
+
+    assert StoreSettings.resolve(environ={}).chroma_process is True  # the serve default
+    config = tmp_path / "config.toml"
+    config.write_text("[chroma]\nprocess = false\n")
+    env = {"HYREC_CONFIG": str(config)}
+    assert StoreSettings.resolve(environ=env).chroma_process is False
+    assert StoreSettings.resolve(environ={**env, "HYREC_CHROMA_PROCESS": "1"}).chroma_process
+    assert not StoreSettings.resolve(environ={"HYREC_CHROMA_PROCESS": "0"}).chroma_process
+    config.write_text('[chroma]\nprocess = "maybe"\n')
+    with pytest.raises(ValueError, match="true or false"):
+        StoreSettings.resolve(environ=env)
+
+    class Encoder:
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.seen = fail, []
+
+        def encode_queries(self, texts):
+            self.seen.append(list(texts))
+            if self.fail:
+                raise OSError("model not on this machine")
+
+    for fail in (False, True):
+        model = type("Model", (), {"encoder": Encoder(fail)})()
+        warm_up(model)  # loads the model before the server answers; a failure only logs
+        assert model.encoder.seen == [["warm-up"]]
+    assert "retried on first use" in caplog.text
+
+
 # ---- a real server process ----------
 def free_port() -> int:
     with socket.socket() as s:
@@ -688,6 +718,74 @@ def test_acknowledged_feedback_survives_sigkill_of_the_server(saved, tmp_path):
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     wal = model_dir / "feedback.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # the lifespan closed (checkpointed) it
+
+
+def store_children(pid: int) -> list[int]:
+    """The item store processes (retrieval.store's child) started by process ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in "ZX" and b"retrieval.store" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int, wait: float = 30.0) -> bool:
+    """Whether process ``pid`` exits within ``wait`` seconds (a zombie counts as gone)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_an_upserted_item_is_durable_and_queryable_with_the_store_in_its_own_process(
+    saved, tmp_path
+):
+    """`hyrec serve` runs its embedded item store in a child process by default: an upsert it
+    acknowledged is in chromadb (durable, queryable) even after the server is SIGKILLed, the
+    child exits with it, and the restarted server (here with HYREC_CHROMA_PROCESS=0: the store
+    in the server's process) serves the item again."""
+    from retrieval.store import ItemStore, StoreConfig
+    from tests.servers import start_serve
+
+    folder, cache = saved
+    model_dir = tmp_path / "model"
+    shutil.copytree(folder, model_dir)
+    server = start_serve(model_dir, cache, tmp_path / "serve.log", "--no-llm", key=KEY)
+    try:
+        children = store_children(server.proc.pid)
+        assert len(children) == 1, server.text()
+        item = {"item_id": "fresh-1", "title": "gamma story, brand new", "description": "new"}
+        r = httpx.put(f"{server.base}/v1/items", json={"items": [item]}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["upserted"] == 1, r.text
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+    assert gone(children[0]), "the store's child outlived the SIGKILLed server"
+    store = ItemStore(StoreConfig(path=model_dir / "chroma", show_progress=False))
+    vector = store.get_embeddings(["fresh-1"])  # KeyError if the upsert was not durable
+    assert store.query(vector, 1)[0].ids[0] == "fresh-1"
+    del store
+    env = {"HYREC_CHROMA_PROCESS": "0"}
+    server = start_serve(model_dir, cache, tmp_path / "again.log", "--no-llm", key=KEY, env=env)
+    try:
+        assert store_children(server.proc.pid) == []
+        health = httpx.get(f"{server.base}/healthz", headers=AUTH).json()
+        assert health["n_items"] == 25  # the upsert, replayed from the feedback store
+        r = httpx.post(f"{server.base}/v1/similar", json={"item_id": "fresh-1"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
 
 
 @pytest.mark.integration

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,19 +100,19 @@ def test_exclude_ids_still_returns_n(store):
     assert via_filter[0] == hits
 
 
-@pytest.mark.parametrize(
-    ("flt", "expected"),
-    [
-        (Filter(genres_any=("Romance",)), {"a0", "a1"}),
-        (Filter(genres_any=("Romance", "Sci-Fi")), {"a0", "a1", "b0"}),
-        (Filter(genres_none=("Comedy",)), {"a5", *B_IDS}),  # a5 has no genres: kept
-        (Filter(genres_any=("Horror",), genres_none=("Sci-Fi",)), set(B_IDS) - {"b0"}),
-        (Filter(year_min=1993, year_max=2001), {"a3", "a4", "a5", "b0", "b1"}),
-        (Filter(year_min=2003), {"b3", "b4"}),  # b5 has no year: dropped by a year bound
-        (Filter(genres_any=("Comedy",), year_max=1991), {"a0", "a1"}),
-        (Filter(genres_any=("Western",)), set()),
-    ],
-)
+FILTER_CASES = [
+    (Filter(genres_any=("Romance",)), {"a0", "a1"}),
+    (Filter(genres_any=("Romance", "Sci-Fi")), {"a0", "a1", "b0"}),
+    (Filter(genres_none=("Comedy",)), {"a5", *B_IDS}),  # a5 has no genres: kept
+    (Filter(genres_any=("Horror",), genres_none=("Sci-Fi",)), set(B_IDS) - {"b0"}),
+    (Filter(year_min=1993, year_max=2001), {"a3", "a4", "a5", "b0", "b1"}),
+    (Filter(year_min=2003), {"b3", "b4"}),  # b5 has no year: dropped by a year bound
+    (Filter(genres_any=("Comedy",), year_max=1991), {"a0", "a1"}),
+    (Filter(genres_any=("Western",)), set()),
+]
+
+
+@pytest.mark.parametrize(("flt", "expected"), FILTER_CASES)
 def test_filters(store, flt, expected):
     hits = store.query(axis(0), 12, where=flt)[0]
     assert set(ids_of(hits)) == expected
@@ -381,6 +383,182 @@ def test_sync_with_a_text_encoder_embeds_only_new_items(tmp_path, cache):
 
     # precomputed vectors agree with what the embedder wrote: nothing is rewritten
     assert store.sync(items + new, encoder.encode_items(items + new)) == SyncReport(unchanged=112)
+
+
+# --- the embedded store in a process of its own ---------------------------------------------------
+
+
+@pytest.fixture
+def own(tmp_path) -> Iterator[ItemStore]:
+    s = open_store(tmp_path / "chroma", own_process=True)
+    s.sync(*catalogue())
+    yield s
+    s.close()
+
+
+def test_own_process_store_passes_the_same_checks(own, tmp_path):
+    """Every check above that the ``store`` fixture runs, on one store whose chromadb is a child
+    process (one child for all: each start imports chromadb)."""
+    assert own.own_process and own.child_pid not in (None, os.getpid())
+    test_query_returns_the_right_cluster_with_cosine_similarities(own)
+    test_a_single_vector_and_more_than_the_store(own)
+    test_exclude_ids_still_returns_n(own)
+    for flt, expected in FILTER_CASES:
+        test_filters(own, flt, expected)
+    test_get_embeddings_keeps_input_order(own)
+    for case in bad_batches():
+        for method in ("sync", "upsert"):
+            test_invalid_input_changes_nothing(own, method, case)
+    test_invalid_query_vectors(own)
+    assert own.collection.configuration_json["hnsw"]["ef_search"] == StoreConfig.ef_search
+    assert set(own.collection.get(ids=["a3"], include=["metadatas"])) >= {"ids", "metadatas"}
+    with pytest.raises(ValueError, match="include"):  # chromadb's own error, through the pipe
+        own.collection.get(ids=["a3"], include=["bogus"])
+    query = np.vstack([axis(0), axis(1)])
+    expected = own.query(query, 4)
+    test_upsert_and_delete(own)  # leaves c0 and a0 deleted
+    after = own.query(query, 4)
+    own.close()
+    assert own.child_pid is not None and not pid_alive(own.child_pid)
+    reopened = open_store(tmp_path / "chroma")  # in this process: the child's writes are there
+    assert reopened.count() == 11 and reopened.query(query, 4) == after != expected
+
+
+def pid_alive(pid: int, wait: float = 30.0) -> bool:
+    """Whether ``pid`` still runs after up to ``wait`` seconds (a child that is not ours to reap
+    shows as a zombie until its parent does, which counts as gone)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in ("Z", "X"):
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_own_process_default_and_one_child_per_folder(tmp_path, monkeypatch):
+    from retrieval.store import PROCESS_ENV, own_process_default
+
+    with pytest.raises(ValueError, match="own_process"):
+        StoreConfig(host="localhost", own_process=True)
+    monkeypatch.delenv(PROCESS_ENV, raising=False)
+    with own_process_default(True):
+        first = open_store(tmp_path / "chroma")
+        second = open_store(tmp_path / "chroma")
+        with own_process_default(False):
+            assert not open_store(tmp_path / "other").own_process
+    assert first.own_process and first.child_pid == second.child_pid  # one child per folder
+    assert not open_store(tmp_path / "third").own_process  # outside the block: this process
+    first.sync(*catalogue())
+    first.close()
+    assert pid_alive(first.child_pid, wait=0.5)  # the second still uses it
+    assert second.count() == 12
+    second.close()
+    assert not pid_alive(first.child_pid)
+    monkeypatch.setenv(PROCESS_ENV, "1")
+    with open_store(tmp_path / "chroma") as by_env:
+        assert by_env.own_process and by_env.count() == 12
+
+
+def longest_stall(write: Callable[[], None], calls: int = 3) -> float:
+    """The median, over ``calls`` writes, of the longest time a ticking thread could not run
+    while one write was in flight (seconds)."""
+
+    def tick(ticks: list[float], done: threading.Event) -> None:
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    stalls = []
+    for _ in range(calls):
+        ticks: list[float] = []
+        done = threading.Event()
+        ticker = threading.Thread(target=tick, args=(ticks, done))
+        ticker.start()
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        write()
+        t1 = time.perf_counter()
+        done.set()
+        ticker.join()
+        inside = [t0] + [t for t in ticks if t0 < t < t1] + [t1]
+        stalls.append(max(np.diff(inside)))
+    return float(np.median(stalls))
+
+
+def test_own_process_writes_do_not_hold_this_process_gil(tmp_path):
+    """chromadb's Rust bindings hold the GIL for a whole write: in this process a thread stalls
+    as long as the write; with the store in its own process it keeps running."""
+    rng = np.random.default_rng(0)
+    items = [Item(f"g{k}", f"item {k}") for k in range(150)]
+    vectors = rng.normal(size=(len(items), 64)).astype(np.float32)
+    stalls = {}
+    for own_process in (False, True):
+        path = tmp_path / f"chroma-{own_process}"
+        with ItemStore(StoreConfig(path=path, show_progress=False, own_process=own_process)) as s:
+            s.upsert(items, vectors)  # the collection exists and has its dimension
+            stalls[own_process] = longest_stall(lambda s=s: s.upsert(items, -vectors))
+    assert stalls[True] < stalls[False] / 2, stalls
+
+
+KILLED_WRITER = """
+import sys
+from pathlib import Path
+import numpy as np
+from hyrec.data import Item
+from retrieval.store import ItemStore, StoreConfig
+store = ItemStore(StoreConfig(path=Path(sys.argv[1]), own_process=True, show_progress=False))
+print("child", store.child_pid, flush=True)
+rng = np.random.default_rng(0)
+for k in range(100000):
+    store.upsert([Item(f"k{k}", f"item {k}")], rng.normal(size=(1, 8)).astype(np.float32))
+    print("acked", k, flush=True)
+"""
+
+
+def test_acknowledged_writes_survive_a_sigkill_of_the_parent(tmp_path):
+    """Every upsert that returned in the parent is in the folder after the parent is SIGKILLed
+    mid-burst, and the child exits by itself (it finishes the write in flight first)."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path / "chroma")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
+    child, acked = None, -1
+    try:
+        for line in proc.stdout:
+            word, number = line.split()
+            if word == "child":
+                child = int(number)
+            else:
+                acked = int(number)
+            if acked >= 30:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    acked = max([acked, *(int(ln.split()[1]) for ln in proc.stdout if ln.startswith("acked"))])
+    assert child is not None and acked >= 30
+    assert not pid_alive(child), "the store's child outlived its SIGKILLed parent"
+    stored = set(open_store(tmp_path / "chroma").ids())
+    assert {f"k{k}" for k in range(acked + 1)} <= stored
+
+
+def test_a_dead_child_is_started_again(own):
+    import signal
+
+    first = own.child_pid
+    os.kill(first, signal.SIGKILL)
+    assert not pid_alive(first)
+    assert own.count() == 12  # the next call starts a new child and is sent again
+    assert own.child_pid != first
+    own.upsert([Item("c0", "Cartoon")], axis(5))
+    assert own.query(axis(5), 1)[0].ids[0] == "c0"
 
 
 # --- a real Chroma server ------------------------------------------------------------------------

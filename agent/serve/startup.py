@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from agent.api import Recommender
 from agent.llm import LLMError
 from agent.llm.settings import CONFIG_ENV, default_config_path
-from retrieval.store import StoreConfig
+from retrieval.store import PROCESS_ENV, StoreConfig, own_process_default
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,19 @@ def check_auth_settings(host: str, api_key: str | None, no_auth: bool) -> str | 
 @dataclass(frozen=True)
 class StoreSettings:
     """Where a server keeps what replicas share. Precedence, lowest first: these defaults, the
-    TOML config file (``[feedback] url``, ``[chroma] url``; the file of :mod:`agent.llm.settings`),
-    ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL``, then the command line."""
+    TOML config file (``[feedback] url``, ``[chroma] url`` and ``process``; the file of
+    :mod:`agent.llm.settings`), ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL`` /
+    ``HYREC_CHROMA_PROCESS``, then the command line."""
 
     # postgresql://user@host:port/db (replicas share it) or a SQLite path; None: the model
     # folder's feedback.sqlite3 (one process)
     feedback_url: str | None = None
     # http(s)://host:port of a `chroma run` server; None: the model folder's embedded chroma/
     chroma_url: str | None = None
+    # the embedded chroma/ in a child process of the server, so that its writes (which hold the
+    # GIL for their whole length, 30-230 ms an upsert) never freeze the event loop
+    # (retrieval.store); False (HYREC_CHROMA_PROCESS=0): in the server's own process
+    chroma_process: bool = True
 
     @classmethod
     def resolve(
@@ -100,9 +105,16 @@ class StoreSettings:
                 raise ValueError(f"{path}: [{section}] url must be a string")
             return url or None
 
+        chroma = body.get("chroma", {})
+        process = chroma.get("process", True) if isinstance(chroma, dict) else True
+        if env.get(PROCESS_ENV, "").strip():
+            process = env[PROCESS_ENV].strip().lower() not in ("0", "false", "no", "off")
+        elif not isinstance(process, bool):
+            raise ValueError(f"{path}: [chroma] process must be true or false")
         return cls(
             pick(feedback_url, "HYREC_FEEDBACK_URL", "feedback"),
             pick(chroma_url, "HYREC_CHROMA_URL", "chroma"),
+            process,
         )
 
     def item_store(self) -> StoreConfig | None:
@@ -129,7 +141,8 @@ def app_from_env() -> FastAPI:
 
     Reads ``HYREC_MODEL_DIR`` (required), ``HYREC_API_KEY``, ``HYREC_NO_AUTH=1`` with
     ``HYREC_HOST`` (loopback only), ``HYREC_LLM=0`` (serve without an LLM), and
-    ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL`` (:class:`StoreSettings`).
+    ``HYREC_FEEDBACK_URL`` / ``HYREC_CHROMA_URL`` / ``HYREC_CHROMA_PROCESS``
+    (:class:`StoreSettings`).
     """
     model_dir = os.environ.get("HYREC_MODEL_DIR")
     if not model_dir:
@@ -153,7 +166,8 @@ def open_model(
     model_dir: Path, *, use_llm: bool, stores: StoreSettings | None = None
 ) -> tuple[Recommender, Any, Callable[[Recommender], Any]]:
     """Load the model folder, with an LLM when ``use_llm`` and one can be reached or started,
-    and the feedback database and item store of ``stores`` (default: the model folder's own).
+    and the feedback database and item store of ``stores`` (default: the model folder's own; its
+    embedded item store in a child process unless ``stores.chroma_process`` is False).
 
     Returns:
         The recommender, the LLM handle to close at shutdown (None without an LLM), and the chat
@@ -176,11 +190,26 @@ def open_model(
                 chat_model = make_chat_model(settings, chat_mode(), base_url=handle.base_url)
         llm = handle.llm if handle is not None else None
         stores = stores or StoreSettings()
-        recommender = Recommender.load(
-            model_dir, llm=llm, feedback_url=stores.feedback_url, item_store=stores.item_store()
-        )
+        with own_process_default(stores.chroma_process):
+            recommender = Recommender.load(
+                model_dir, llm=llm, feedback_url=stores.feedback_url, item_store=stores.item_store()
+            )
+        warm_up(recommender)
     except BaseException:
         if handle is not None:
             handle.close()
         raise
     return recommender, handle, lambda r: ChatAgent(r, chat_model=chat_model)
+
+
+def warm_up(recommender: Recommender) -> None:
+    """Load the text encoder's model now, before the server answers, instead of on the first
+    upsert or query text: importing torch and transformers and building the model holds the GIL
+    for seconds, which froze the event loop for every request (in the chaos benchmark, 70 % of
+    the samples holding the GIL in the first 25 s; feedback waited seconds in the socket before
+    the app saw it). A model that cannot be loaded is logged, and tried again on first use as
+    before."""
+    try:
+        recommender.encoder.encode_queries(["warm-up"])
+    except Exception as e:  # an offline machine without the model: the first use says so
+        log.warning("the text encoder could not be loaded at start (%s); retried on first use", e)
