@@ -1,7 +1,9 @@
 """retrieval: deterministic candidate generation and ranking over the encoders' scores.
 
 :mod:`retrieval.items` (the :class:`~retrieval.items.ItemList` every stage passes on),
-:mod:`retrieval.filters`, :mod:`retrieval.store` (the chromadb item store),
+:mod:`retrieval.filters`, :mod:`retrieval.store` (the chromadb item store; its config in
+:mod:`retrieval.store_config`, its input checks in :mod:`retrieval.store_inputs`, its process of
+its own in :mod:`retrieval.store_client` and :mod:`retrieval.store_child`),
 :mod:`retrieval.candidates` (with the faiss index in :mod:`retrieval.ann` and the candidate-only
 score views of large catalogues in :mod:`retrieval.views`), :mod:`retrieval.features`,
 :mod:`retrieval.ranker` (the learned head), :mod:`retrieval.hybrid` (its config in

@@ -33,39 +33,26 @@ Chroma's ``where`` syntax on these keys works too, through :meth:`Filter.to_wher
 collection (:attr:`ItemStore.collection`).
 
 **The embedded store in a process of its own** (``StoreConfig(own_process=True)``; the default of
-``hyrec serve``, through :func:`own_process_default`). chromadb's Rust bindings hold the GIL for
-the whole of a write (30-230 ms for one item on 2 shared cores, most of it waiting on its own
-threads and the disk), which freezes every thread and the server's event loop for that long. In
-its own process the same ``PersistentClient`` does the same writes, and the caller waits on a
-socket with the GIL released. The contract does not change: a write returns after chromadb
-committed it (durable, and queryable by the next call from any thread), errors come back as
-exceptions, and every :class:`ItemStore` method works the same. The ItemStores of one process on
-one folder share one child. The child exits when its parent does (also on SIGKILL: it sees its
-stdin close), after finishing the calls in flight; a new child on the same folder waits (up to
-60 s) for the old one's lock first. A child that died is started again on the next call, which is
-retried once (every call is idempotent).
+``hyrec serve``, through :func:`own_process_default`): the same ``PersistentClient`` in a child
+process, so that chromadb's writes never hold this process's GIL. The contract does not change: a
+write returns after chromadb committed it, errors come back as exceptions, and every
+:class:`ItemStore` method works the same (how: :mod:`retrieval.store_client`).
+
+The store's modules: this one owns :class:`ItemStore` and the types of its API
+(:class:`SyncReport`, :class:`ItemEmbedder`); :mod:`retrieval.store_config` owns
+:class:`StoreConfig` and the choice of process (:func:`own_process_default`, ``PROCESS_ENV``);
+:mod:`retrieval.store_inputs` the checks every input passes before a write, and the batches;
+:mod:`retrieval.store_client` this process's side of the child (:class:`StoreProcessError`);
+:mod:`retrieval.store_child` the child's side. The public names of the others are re-exported
+here, so ``from retrieval.store import ...`` keeps working.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
-import os
-import re
-import secrets
-import selectors
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -77,61 +64,14 @@ from hyrec.data import Item
 from retrieval.filters import Filter
 from retrieval.items import StoreHits
 from retrieval.records import HASH_KEY, VECTOR_KEY, content_hash, item_metadata, vector_hash
+from retrieval.store_client import StoreProcessError as StoreProcessError  # re-exported
+from retrieval.store_client import _finalizer, _Remote, _StoreProcess
+from retrieval.store_config import PROCESS_ENV as PROCESS_ENV  # re-exported
+from retrieval.store_config import StoreConfig, _settings, _wants_own_process
+from retrieval.store_config import own_process_default as own_process_default  # re-exported
+from retrieval.store_inputs import _check_ids, _chunks, _preview, _Records, _slices, _valid_vectors
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")  # Chroma's collection rule
-_MISSING_SHOWN = 10  # ids named in a KeyError before "and N more"
-PROCESS_ENV = "HYREC_CHROMA_PROCESS"  # "1": embedded stores in their own process by default
-_own_process: ContextVar[bool | None] = ContextVar("hyrec_store_own_process", default=None)
-
-
-@contextlib.contextmanager
-def own_process_default(on: bool = True) -> Iterator[None]:
-    """Open embedded stores whose ``StoreConfig.own_process`` is None in a child process (or not)
-    while the block runs, in this thread (``hyrec serve`` wraps the model's load in it)."""
-    token = _own_process.set(on)
-    try:
-        yield
-    finally:
-        _own_process.reset(token)
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Where the collection lives: exactly one of ``path`` (embedded) or ``host`` (server)."""
-
-    path: Path | None = None  # PersistentClient folder, normally <model_dir>/chroma
-    host: str | None = None  # a running Chroma server instead (HttpClient)
-    port: int = 8000  # Chroma server's default port
-    ssl: bool = False
-    headers: Mapping[str, str] | None = None  # e.g. an auth header for the server
-    collection: str = "hyrec-items"
-    # HNSW: Chroma's defaults (100, 100, 16) found only 46% of the true top-100 on 10k random
-    # 384-d vectors; these find 98% at about the same latency (eval/results/store_latency.md).
-    # The last two are fixed when the collection is created; ef_search may change later.
-    ef_search: int = 400  # candidates kept while searching (hnswlib raises it to n if smaller)
-    ef_construction: int = 200  # candidates kept while inserting
-    max_neighbors: int = 32  # graph links per node (HNSW's M)
-    batch_size: int = 1000  # records per write; capped by the client's max batch size
-    show_progress: bool = True  # progress bar when a write spans several batches
-    # the embedded client in a child process, so its writes never hold this process's GIL (module
-    # doc); None: own_process_default(), else HYREC_CHROMA_PROCESS=1, else in this process
-    own_process: bool | None = None
-
-    def __post_init__(self) -> None:
-        if (self.path is None) == (self.host is None):
-            raise ValueError("StoreConfig needs exactly one of path= (embedded) or host= (server)")
-        if self.own_process and self.host is not None:
-            raise ValueError("own_process is for the embedded store (path=); a server is one")
-        if not _NAME.match(self.collection) or ".." in self.collection:
-            raise ValueError(
-                f"collection name {self.collection!r} is not valid in Chroma: use 3-512 characters "
-                "from letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
-            )
-        for name in ("ef_search", "ef_construction", "max_neighbors", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -152,24 +92,6 @@ class ItemEmbedder(Protocol):
 
 
 Embeddings = np.ndarray | ItemEmbedder
-
-
-@dataclass
-class _Records:
-    """Validated records, ready to write."""
-
-    ids: list[str]
-    metadatas: list[dict[str, Any]]
-    vectors: np.ndarray | None  # (n, d) float32; None until an embedder has run
-    items: list[Item]
-
-    def take(self, positions: list[int]) -> _Records:
-        return _Records(
-            [self.ids[p] for p in positions],
-            [self.metadatas[p] for p in positions],
-            None if self.vectors is None else self.vectors[positions],
-            [self.items[p] for p in positions],
-        )
 
 
 class ItemStore:
@@ -422,26 +344,7 @@ class ItemStore:
     def _check_vectors(
         self, vectors: np.ndarray, *, n: int | None = None, what: str = "embeddings"
     ) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if n == 0 and vectors.size == 0:
-            return vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        if vectors.ndim != 2 or vectors.shape[1] == 0:
-            raise ValueError(f"{what} must be a 2-D (n, dim) array, got shape {vectors.shape}")
-        if n is not None and len(vectors) != n:
-            raise ValueError(f"{what}: got {len(vectors)} rows for {n} items")
-        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-        if len(bad):
-            raise ValueError(f"{what}: rows {_preview(bad.tolist())} hold NaN or infinite values")
-        zero = np.flatnonzero(~(np.abs(vectors) > 0).any(axis=1))
-        if len(zero):
-            raise ValueError(f"{what}: rows {_preview(zero.tolist())} are all zero (no cosine)")
-        dim = self.dimension()
-        if dim is not None and vectors.shape[1] != dim:
-            raise ValueError(
-                f"{what} have dimension {vectors.shape[1]} but the store holds {dim}-d vectors; "
-                "use the same encoder, or a new StoreConfig.collection for a new model"
-            )
-        return vectors
+        return _valid_vectors(vectors, self.dimension, n=n, what=what)
 
     def _stored_hashes(self) -> dict[str, tuple[str | None, str | None]]:
         """Item id -> (content hash, vector hash) of every stored record, read page by page."""
@@ -475,403 +378,3 @@ class ItemStore:
         if not self.config.show_progress or len(batches) < 2:
             return iter(batches)
         return iter(tqdm(batches, desc=f"{verb} {n} items", unit="batch", leave=False))
-
-
-def _slices(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
-    for rows in _slices(len(values), size):
-        yield values[rows]
-
-
-def _check_ids(item_ids: Collection[str]) -> list[str]:
-    if isinstance(item_ids, str):
-        raise ValueError(f"expected a collection of item ids, got the string {item_ids!r}")
-    ids = list(item_ids)
-    bad = [i for i in ids if not isinstance(i, str) or not i]
-    if bad:
-        raise ValueError(f"item ids must be non-empty strings, got {_preview(bad)}")
-    return ids
-
-
-def _preview(values: Sequence[Any]) -> str:
-    shown = ", ".join(repr(v) for v in values[:_MISSING_SHOWN])
-    more = len(values) - _MISSING_SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _settings() -> Any:
-    from chromadb.config import Settings
-
-    return Settings(anonymized_telemetry=False)  # telemetry would reach for the network
-
-
-def _wants_own_process(config: StoreConfig) -> bool:
-    if config.own_process is not None:
-        return config.own_process
-    default = _own_process.get()
-    if default is not None:
-        return default
-    return os.environ.get(PROCESS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-# --- the embedded store in its own process ---------------------------------------------------
-
-_READY = "ready"
-_LOCK_FILE = ".hyrec-store.lock"  # held by the child that has the folder open
-_LOCK_WAIT = 60.0  # seconds a new child waits for an old one (still finishing) to let go
-_START_WAIT = 180.0  # seconds for a child to import chromadb and open the folder
-_DRAIN_WAIT = 60.0  # seconds a stopping child lets the calls in flight finish
-_ATTRIBUTES = frozenset({"configuration_json", "name", "id", "metadata"})  # read, not called
-_CHILD = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from retrieval.store import _child_main; _child_main()"
-)
-
-
-class StoreProcessError(RuntimeError):
-    """The store's child process failed, or chromadb raised there (named in the message)."""
-
-
-class _Remote:
-    """The chromadb client (``collection=None``) or one collection, in the child: a method call
-    is sent there and waited for; attributes in ``_ATTRIBUTES`` are read there."""
-
-    def __init__(self, child: _StoreProcess, collection: str | None) -> None:
-        self._child = child
-        self._collection = collection
-
-    def get_or_create_collection(self, name: str, **kwargs: Any) -> _Remote:
-        kwargs.pop("embedding_function", None)  # the child never embeds either
-        self._child.open_collection(name, kwargs)
-        return _Remote(self._child, name)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name in _ATTRIBUTES:
-            return self._child.call(self._collection, name, None, None)
-
-        def method(*args: Any, **kwargs: Any) -> Any:
-            return self._child.call(self._collection, name, args, kwargs)
-
-        return method
-
-
-def _finalizer(store: ItemStore, child: _StoreProcess) -> Callable[[], None]:
-    """Release the child once, at close() or when ``store`` is garbage-collected."""
-    import weakref
-
-    return weakref.finalize(store, child.release)
-
-
-class _StoreProcess:
-    """A child process holding one embedded chromadb client (module doc), shared by this
-    process's stores on the same folder, and the pool of connections threads call it through."""
-
-    _running: dict[str, _StoreProcess] = {}
-    _guard = threading.Lock()
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.users = 0
-        self._lock = threading.RLock()  # the idle list; starting/stopping the child
-        self._idle: list[Any] = []  # connections no thread is using
-        self._collections: dict[str, dict[str, Any]] = {}  # opened: replayed on a restart
-        self._generation = 0
-        self._start()
-
-    @classmethod
-    def acquire(cls, path: Path) -> _StoreProcess:
-        key = str(Path(path).resolve())
-        with cls._guard:
-            child = cls._running.get(key)
-            if child is None:
-                child = cls._running[key] = cls(Path(key))
-            child.users += 1
-            return child
-
-    def release(self) -> None:
-        with self._guard:
-            self.users -= 1
-            if self.users > 0:
-                return
-            self._running.pop(str(self.path), None)
-        self.stop()
-
-    # --- the process -------------------------------------------------------------------------
-
-    def _start(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="hyrec-chroma-")  # 0700: only this user connects
-        self.address = os.path.join(self._dir, "socket")
-        self._key = secrets.token_bytes(32)
-        root = str(Path(__file__).resolve().parents[1])
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, root, str(self.path), self.address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,  # a terminal's Ctrl-C goes to the parent, which closes it
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(self._key.hex().encode() + b"\n")
-        self.proc.stdin.flush()
-        line = _read_line(self.proc.stdout, _START_WAIT)
-        self.proc.stdout.close()
-        if line != _READY:
-            self.proc.kill()
-            self.proc.wait()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise StoreProcessError(
-                f"the item store's process for {self.path} did not start ({line or 'no answer'}; "
-                f"exit code {self.proc.returncode}; its errors are on stderr)"
-            )
-        self._generation += 1
-        log.info("item store %s: chromadb in process %d", self.path, self.proc.pid)
-
-    def stop(self) -> None:
-        """Close stdin (the child finishes its calls in flight, then exits) and wait for it."""
-        with self._lock:
-            for conn in self._idle:
-                conn.close()
-            self._idle.clear()
-            if self.proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()  # type: ignore[union-attr]
-                try:
-                    self.proc.wait(timeout=_DRAIN_WAIT + 5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def _restart(self, generation: int) -> None:
-        """Start the child again when it died (once, whichever thread gets here first)."""
-        with self._lock:
-            if generation != self._generation or self.proc.poll() is None:
-                return  # another thread restarted it, or it is alive (the error was elsewhere)
-            log.warning(
-                "item store %s: its process exited (code %s); starting it again",
-                self.path,
-                self.proc.returncode,
-            )
-            for conn in self._idle:
-                conn.close()
-            self._idle.clear()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._start()
-            for name, kwargs in self._collections.items():
-                self._send(None, "get_or_create_collection", (name,), kwargs)
-
-    # --- calls -------------------------------------------------------------------------------
-
-    def open_collection(self, name: str, kwargs: dict[str, Any]) -> None:
-        self.call(None, "get_or_create_collection", (name,), kwargs)
-        self._collections[name] = kwargs
-
-    def call(
-        self,
-        collection: str | None,
-        name: str,
-        args: tuple[Any, ...] | None,
-        kwargs: dict[str, Any] | None,
-    ) -> Any:
-        """Run ``name`` on the client or a collection in the child and return its result; a call
-        that finds the child dead starts it again and is sent once more (all are idempotent)."""
-        generation = self._generation
-        try:
-            return self._send(collection, name, args, kwargs)
-        except (EOFError, OSError):
-            try:  # a dying process closes its sockets a moment before it can be waited for
-                self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                raise StoreProcessError(
-                    f"the item store's process for {self.path} is not answering"
-                ) from None
-        self._restart(generation)
-        return self._send(collection, name, args, kwargs)
-
-    def _send(
-        self,
-        collection: str | None,
-        name: str,
-        args: tuple[Any, ...] | None,
-        kwargs: dict[str, Any] | None,
-    ) -> Any:
-        from multiprocessing.connection import Client
-
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = Client(self.address, family="AF_UNIX", authkey=self._key)
-        try:
-            conn.send((collection, name, args, kwargs))  # waits with the GIL released
-            ok, value = conn.recv()
-        except BaseException:
-            conn.close()  # a half-finished exchange: the connection cannot be reused
-            raise
-        with self._lock:
-            self._idle.append(conn)
-        if not ok:
-            raise value
-        return value
-
-
-def _read_line(stream: Any, timeout: float) -> str | None:
-    """One line from a child's stdout, or None when none came within ``timeout`` (or it closed)."""
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            return None
-    line = stream.readline()
-    return line.decode(errors="replace").strip() or None
-
-
-@atexit.register
-def _stop_children() -> None:
-    """At a normal exit, let each child finish its calls and exit before this process does."""
-    with _StoreProcess._guard:
-        children = list(_StoreProcess._running.values())
-        _StoreProcess._running.clear()
-    for child in children:
-        child.stop()
-
-
-class _ChildServer:
-    """The child's side: one chromadb client, a thread per connection, and the drain on exit."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.collections: dict[str, Any] = {}
-        self.active = 0
-        self.stopping = False
-        self.cond = threading.Condition()
-
-    def serve(self, conn: Any) -> None:
-        with conn:
-            while True:
-                try:
-                    collection, name, args, kwargs = conn.recv()
-                except (EOFError, OSError):
-                    return
-                with self.cond:
-                    if self.stopping:
-                        return  # the parent is gone; nobody waits for an answer
-                    self.active += 1
-                try:
-                    reply = (True, self.run(collection, name, args, kwargs))
-                except Exception as e:
-                    reply = (False, _portable(e))
-                finally:
-                    with self.cond:
-                        self.active -= 1
-                        self.cond.notify_all()
-                try:
-                    conn.send(reply)
-                except (OSError, ValueError):
-                    return
-
-    def run(
-        self, collection: str | None, name: str, args: tuple | None, kwargs: dict | None
-    ) -> Any:
-        if collection is None and name == "get_or_create_collection":
-            got = self.client.get_or_create_collection(
-                *args,
-                **kwargs,
-                embedding_function=None,  # never embed in Chroma
-            )
-            self.collections[args[0]] = got
-            return None
-        target = self.client if collection is None else self.collections[collection]
-        if args is None:
-            if name not in _ATTRIBUTES:
-                raise AttributeError(name)
-            return _plain(getattr(target, name))
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return _plain(getattr(target, name)(*args, **kwargs))
-
-    def drain_and_exit(self, *_: Any) -> None:
-        """Finish the calls in flight (bounded), then exit without running anything else."""
-        with self.cond:
-            self.stopping = True
-            self.cond.wait_for(lambda: self.active == 0, timeout=_DRAIN_WAIT)
-        os._exit(0)
-
-    def watch_parent(self, parent: int) -> None:
-        """Return when stdin closes (the parent closed it, or died: also on SIGKILL) or the parent
-        is gone (a forked grandchild may hold stdin's other end)."""
-        with selectors.DefaultSelector() as sel:
-            sel.register(sys.stdin.buffer, selectors.EVENT_READ)
-            while os.getppid() == parent:
-                if sel.select(1.0) and not os.read(sys.stdin.fileno(), 4096):
-                    return
-
-
-def _plain(value: Any) -> Any:
-    """A chromadb result with nothing in it that needs chromadb to unpickle (its include enums)."""
-    if isinstance(value, Mapping):
-        return {k: v for k, v in value.items() if k != "included"}
-    return value
-
-
-def _portable(error: Exception) -> Exception:
-    """``error`` as one the parent can unpickle without chromadb: builtins as they are."""
-    if type(error).__module__ == "builtins":
-        try:
-            import pickle
-
-            pickle.loads(pickle.dumps(error))
-            return error
-        except Exception:
-            pass
-    return StoreProcessError(f"{type(error).__module__}.{type(error).__qualname__}: {error}")
-
-
-def _child_main() -> None:
-    """The child: ``-c _CHILD ROOT PATH ADDRESS``, the connection key on stdin's first line."""
-    import fcntl
-    from multiprocessing.connection import Listener
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s item store: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this one stops
-    path, address = Path(sys.argv[1]), sys.argv[2]
-    parent = os.getppid()
-    key = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
-    path.mkdir(parents=True, exist_ok=True)
-    lock = open(path / _LOCK_FILE, "a")  # noqa: SIM115 (held for the life of the process)
-    deadline = time.monotonic() + _LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                log.warning(
-                    "%s is still held by another item store process; opening it anyway", path
-                )
-                break
-            time.sleep(0.1)
-    import chromadb
-
-    warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
-    server = _ChildServer(chromadb.PersistentClient(path=str(path), settings=_settings()))
-    listener = Listener(address, family="AF_UNIX", authkey=key)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.drain_and_exit).start())
-
-    def watch() -> None:
-        server.watch_parent(parent)
-        server.drain_and_exit()
-
-    threading.Thread(target=watch, daemon=True).start()
-    sys.stdout.write(_READY + "\n")
-    sys.stdout.flush()
-    os.dup2(2, 1)  # anything printed later goes to stderr: nobody reads the pipe any more
-    while True:
-        try:
-            conn = listener.accept()
-        except Exception:  # a client that failed the key, or went away during the handshake
-            continue
-        threading.Thread(target=server.serve, args=(conn,), daemon=True).start()
