@@ -10,9 +10,10 @@ how long the models trained), then time ``recommend_batch`` for one user at a ti
 process would: plain requests, requests with a genre filter, requests with a query vector.
 
 From ``HybridConfig.ann_min_items`` items up the hybrid proposes candidates from faiss IVF
-indexes instead of scoring the whole catalogue (:mod:`retrieval.ann`, :mod:`retrieval.views`); ``recall`` is then,
-per dot-product source, the share of its exact top-N (unseen items, full scoring) that the index
-proposed, over ``recall_requests`` requests. Below the threshold the scoring is exact (recall 1).
+indexes instead of scoring the whole catalogue (:mod:`retrieval.ann`, :mod:`retrieval.views`);
+``recall`` is then, per dot-product source, the share of its exact top-N (unseen items, full
+scoring) that the index proposed, over ``recall_requests`` requests. Below the threshold the
+scoring is exact (recall 1).
 Every size runs in its own process, so peak RSS (``ru_maxrss``) is that size's alone.
 """
 

@@ -1,6 +1,6 @@
-"""The large-catalogue candidate path (retrieval/candidates.py, views.py, ann.py): the faiss index, the per-batch
-score views against exact full-catalogue computations, the candidate-depth rule, and the hybrid
-run through it end to end."""
+"""The large-catalogue candidate path (retrieval/candidates.py, views.py, ann.py): the faiss
+index, the per-batch score views against exact full-catalogue computations, the candidate-depth
+rule, and the hybrid run through it end to end."""
 
 from __future__ import annotations
 

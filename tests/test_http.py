@@ -619,6 +619,9 @@ def test_auth_can_be_off_only_on_loopback():
 def test_the_item_store_process_setting_and_the_encoder_warm_up(tmp_path, caplog):
     from agent.serve.startup import StoreSettings, warm_up
 
+    # the warning is checked below: its logger must pass it whatever level an earlier test or a
+    # command run in-process left on the root logger (``quiet_logging`` sets ERROR)
+    caplog.set_level("WARNING", logger="agent.serve.startup")
     assert StoreSettings.resolve(environ={}).chroma_process is True  # the serve default
     config = tmp_path / "config.toml"
     config.write_text("[chroma]\nprocess = false\n")
