@@ -45,7 +45,7 @@ from agent.feedback.pg_follow import CHANNEL, Follower
 from agent.feedback.pg_pool import open_pool, pooled
 from agent.feedback.pg_reports import PgReports
 from agent.feedback.protocol import Changes, Deletion
-from agent.feedback.store import item_from_json, item_json
+from agent.feedback.schema import item_from_json, item_json
 from hyrec.data import Item
 
 WAIT_SECONDS = 2.0  # longest a call waits for a pooled connection before StoreUnavailable

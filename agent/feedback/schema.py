@@ -1,15 +1,19 @@
 """The feedback database's schema, created and migrated explicitly: each version is one
-idempotent step run at open (``PRAGMA user_version`` records where a file is), and what inspects a
-file from outside (durability checks).
+idempotent step run at open (``PRAGMA user_version`` records where a file is), what inspects a
+file from outside (durability checks), and the JSON a catalogue entry is kept as (by both stores).
 
 Versions: 1 — events, items, impressions; 2 — ``events.client_id`` (idempotency keys, unique).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from hyrec.data import Item
 
 VERSION = 2
 
@@ -72,3 +76,20 @@ def event_ids(path: Path) -> Sequence[int]:
         return [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")]
     finally:
         conn.close()
+
+
+def item_json(item: Item) -> str:
+    """A catalogue entry as the JSON both stores keep."""
+    body: dict[str, Any] = {
+        "item_id": item.item_id,
+        "title": item.title,
+        "description": item.description,
+        "attributes": dict(item.attributes),
+    }
+    return json.dumps(body, ensure_ascii=False)
+
+
+def item_from_json(body: str) -> Item:
+    """The inverse of :func:`item_json`."""
+    r = json.loads(body)
+    return Item(r["item_id"], r["title"], r["description"], r["attributes"])

@@ -16,8 +16,12 @@ read-only, an I/O error — raises :class:`~agent.feedback.events.StoreUnavailab
 back a recommendation's read of the user's events. A client may give an event an idempotency key
 (``event_id``): the same key again returns the stored event (``duplicate=True``), stored once.
 
+Events and impressions that arrive together are committed in one transaction and one fsync
+(:mod:`agent.feedback.group_commit`); each caller still returns only after that commit.
+
 Forgetting a user deletes their rows with ``secure_delete`` on (freed pages are zeroed) and then
-checkpoints and truncates the WAL, so the deleted events leave no copy in either file.
+checkpoints and truncates the WAL from a connection of its own, so the deleted events leave no
+copy in either file and other writers do not wait behind the checkpoint.
 
 Tables: ``events`` (one row per feedback event), ``items`` (catalogue entries added or changed
 through the API, replayed onto the saved model when it is loaded), ``impressions`` (which items
@@ -27,7 +31,6 @@ were shown to which user, per answer: the denominator of the online metrics, see
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -36,7 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from agent.feedback.events import (
     EventConflict,
@@ -44,8 +47,10 @@ from agent.feedback.events import (
     StoreUnavailable,
     check_event,
 )
+from agent.feedback.group_commit import GroupCommit
 from agent.feedback.reports import Reports
-from agent.feedback.schema import create_or_migrate
+from agent.feedback.schema import create_or_migrate, item_from_json, item_json
+from agent.feedback.sqlite_errors import mapped
 from hyrec.data import Item
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,9 @@ class FeedbackStore(Reports):
         wait: Longest a call waits for the file (a lock held elsewhere) before it raises
             :class:`StoreUnavailable`.
 
-    Thread-safe: a write connection and a read connection, each behind its own lock; every write
-    is its own committed transaction.
+    Thread-safe: a write connection and a read connection, each behind its own lock. Events and
+    impressions that arrive together share one committed transaction
+    (:mod:`agent.feedback.group_commit`); each call returns after the commit that holds it.
     """
 
     shared = False  # one process: replicas need agent.feedback.postgres
@@ -89,6 +95,9 @@ class FeedbackStore(Reports):
         self._closed = False
         self._conn = self._open(self.path)
         self._reader = self._open_reader()
+        self._group = GroupCommit(self._lock, lambda: self._conn, wait)
+        self._scrub_lock = threading.Lock()
+        self._scrub_pending = False  # an erasure whose WAL checkpoint did not complete yet
 
     def _open(self, path: Path | None) -> sqlite3.Connection:
         if path is not None:
@@ -99,7 +108,7 @@ class FeedbackStore(Reports):
             isolation_level=None,  # explicit BEGIN/COMMIT
             timeout=self.wait,  # SQLite's busy wait on a file locked elsewhere
         )
-        with _mapped(f"opening {path}"):
+        with mapped(f"opening {path}"):
             if path is not None:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode.lower() != "wal":
@@ -125,7 +134,7 @@ class FeedbackStore(Reports):
         if not self._lock.acquire(timeout=self.wait):
             raise StoreUnavailable(f"{what}: the feedback store is busy", self.wait)
         try:
-            with _mapped(what):
+            with mapped(what):
                 yield self._conn
         finally:
             self._lock.release()
@@ -136,7 +145,7 @@ class FeedbackStore(Reports):
         if not lock.acquire(timeout=self.wait):
             raise StoreUnavailable(f"{what}: the feedback store is busy", self.wait)
         try:
-            with _mapped(what):
+            with mapped(what):
                 yield self._reader
         finally:
             lock.release()
@@ -177,7 +186,8 @@ class FeedbackStore(Reports):
         """
         check_event(event, value)
         ts = time.time() if timestamp is None else float(timestamp)
-        with self._write("storing feedback") as conn:
+
+        def store(conn: sqlite3.Connection) -> FeedbackEvent:
             if client_id is not None:
                 found = self._by_client_id(conn, client_id)
                 if found is not None:
@@ -195,9 +205,11 @@ class FeedbackStore(Reports):
                 "INSERT INTO events (user_id, item_id, event, value, timestamp, client_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (user_id, item_id, event, value, ts, client_id),
-            )  # autocommit: the statement is its own transaction, committed (and synced) here
-            event_id = int(cur.lastrowid)
-        return FeedbackEvent(event_id, user_id, item_id, event, value, ts, client_id)
+            )
+            return FeedbackEvent(int(cur.lastrowid), user_id, item_id, event, value, ts, client_id)
+
+        # committed (and synced) with whatever else queued meanwhile, before this returns
+        return self._group.run("storing feedback", store)
 
     @staticmethod
     def _by_client_id(conn: sqlite3.Connection, client_id: str) -> FeedbackEvent | None:
@@ -255,11 +267,33 @@ class FeedbackStore(Reports):
         del user_key, profile_key, snapshot_row  # nothing else of the user is kept here
         with self._transaction("forgetting a user") as conn:
             removed = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
-            conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
-        if self.path is not None:  # copy the zeroed pages back and empty the WAL
-            with self._write("forgetting a user") as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shown = conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+            self._scrub_pending |= bool(removed or shown)
+        self._scrub()
         return int(removed)
+
+    def _scrub(self) -> None:
+        """After an erasure, copy the zeroed pages into the file and empty the WAL, whose older
+        frames still hold the deleted rows. It runs on a connection of its own, so events keep
+        committing meanwhile (SQLite holds writers back only while the log is truncated); a
+        checkpoint that could not finish (readers in the way, a locked file) is retried at the
+        next erasure and at close."""
+        if self.path is None or not self._scrub_pending:
+            return
+        with self._scrub_lock:
+            try:
+                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.wait)
+                try:
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    conn.close()
+            except sqlite3.Error as e:
+                log.warning("feedback store: erasure committed, WAL not emptied yet: %s", e)
+                return
+            if busy:
+                log.warning("feedback store: erasure committed, WAL not emptied yet (busy)")
+            else:
+                self._scrub_pending = False
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -291,12 +325,14 @@ class FeedbackStore(Reports):
         rows = [(user_id, i, request_id, ts) for i in dict.fromkeys(item_ids)]
         if not rows:
             return 0
-        with self._transaction("recording impressions") as conn:
-            conn.executemany(
+        self._group.run(
+            "recording impressions",
+            lambda conn: conn.executemany(
                 "INSERT INTO impressions (user_id, item_id, request_id, timestamp) "
                 "VALUES (?, ?, ?, ?)",
                 rows,
-            )
+            ),
+        )
         return len(rows)
 
     def impressions(self, user_id: str) -> list[tuple[str, str, float]]:
@@ -359,36 +395,3 @@ class FeedbackStore(Reports):
                 if self._reader is not self._conn:
                     self._reader.close()
                 self._conn.close()
-
-
-def item_json(item: Item) -> str:
-    """A catalogue entry as the JSON both stores keep."""
-    body: dict[str, Any] = {
-        "item_id": item.item_id,
-        "title": item.title,
-        "description": item.description,
-        "attributes": dict(item.attributes),
-    }
-    return json.dumps(body, ensure_ascii=False)
-
-
-def item_from_json(body: str) -> Item:
-    """The inverse of :func:`item_json`."""
-    r = json.loads(body)
-    return Item(r["item_id"], r["title"], r["description"], r["attributes"])
-
-
-#: SQLite error texts that mean "not now" (nothing was written), not a bug.
-_UNAVAILABLE = ("locked", "busy", "full", "readonly", "read-only", "disk i/o", "unable to open")
-
-
-@contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    """SQLite's operational errors as :class:`StoreUnavailable`, naming what failed."""
-    try:
-        yield
-    except sqlite3.OperationalError as e:
-        text = str(e).lower()
-        if any(word in text for word in _UNAVAILABLE):
-            raise StoreUnavailable(f"{what}: the feedback store is unavailable ({e})") from e
-        raise
