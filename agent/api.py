@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -84,7 +84,11 @@ class Recommender:
         self.hybrid = hybrid
         self.encoder = encoder
         self.store = store
-        self.llm = GuardedLLM(llm) if llm is not None else None
+        self.llm = (
+            GuardedLLM(llm, max_in_flight=config.llm_max_in_flight, slot_wait=config.llm_slot_wait)
+            if llm is not None
+            else None
+        )
         self.model_dir = model_dir
         self._salt = salt
         self._lock = RWLock()
@@ -110,6 +114,7 @@ class Recommender:
             profiles=profiles,
             reranker=reranker,
             read=self._lock.read,
+            score=_slots(config.scoring),
         )
 
     @property
@@ -345,3 +350,9 @@ class Recommender:
         return user_state(
             self.catalogue, self._seqs, self.store, user, history, self.config.positive_rating
         )
+
+
+def _slots(n: int) -> Callable[[], threading.BoundedSemaphore]:
+    """``n`` slots as a context-manager factory (``with slots():`` takes one)."""
+    semaphore = threading.BoundedSemaphore(n)
+    return lambda: semaphore

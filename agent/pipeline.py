@@ -64,6 +64,8 @@ class Parts:
     profiles: ProfileService | None = None
     reranker: LLMReranker | None = None
     read: Callable[[], AbstractContextManager] = field(default=nullcontext)  # the model lock
+    # a slot for the hybrid's scoring, taken before the model lock (RecommenderConfig.scoring)
+    score: Callable[[], AbstractContextManager] = field(default=nullcontext)
 
 
 def recommend(parts: Parts, request: Request) -> Recommendations:
@@ -79,7 +81,7 @@ def recommend(parts: Parts, request: Request) -> Recommendations:
             state = parts.users(request.user, request.history)
             flt, query_text = read_intent(parts, request, state)
         profile, profile_vector = profile_stage(parts, request, state, fallbacks)
-        with parts.read():
+        with parts.score(), parts.read():
             ranked = rank(parts, state, request.k, flt, query_text, profile_vector)
         ranked = rerank_stage(parts, ranked, state, request.k, fallbacks)
         items = reasons_stage(parts, ranked, state, fallbacks, explain=request.explain)

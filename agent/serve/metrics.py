@@ -41,9 +41,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: The fallback stages a label may name (anything else is "other").
 STAGES = ("profile", "rerank", "reasons", "llm_tools", "recommend", "search", "similar_items",
           "feedback")  # fmt: skip
-REASONS = ("timeout", "unavailable", "invalid", "error")
+REASONS = ("busy", "timeout", "unavailable", "invalid", "error")
 _RECENT = 2048  # latencies kept per series for the dashboard's percentiles
 _REASON_WORDS = (  # first match wins
+    ("busy", re.compile(r"LLM busy", re.I)),  # every LLM slot taken (agent.llm.guard): not called
     ("timeout", re.compile(r"time(d)? ?out|budget", re.I)),
     ("unavailable", re.compile(r"unavailable|connect|refused|unreachable|down\b", re.I)),
     ("invalid", re.compile(r"invalid|not a sentence|unusable|pars|json|rejected|bad output|"
