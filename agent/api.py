@@ -84,11 +84,7 @@ class Recommender:
         self.hybrid = hybrid
         self.encoder = encoder
         self.store = store
-        self.llm = (
-            GuardedLLM(llm, max_in_flight=config.llm_max_in_flight, slot_wait=config.llm_slot_wait)
-            if llm is not None
-            else None
-        )
+        self.llm = GuardedLLM(llm) if llm is not None else None
         self.model_dir = model_dir
         self._salt = salt
         self._lock = RWLock()

@@ -30,11 +30,6 @@ class RecommenderConfig:
     # (30 s: the packaged 135M model needs 6-9 s per profile on 2 cores, ~5 s per re-rank)
     llm_budget: float = 30.0
     profile_share: float = 0.5  # of that budget the profile may use, so re-ranking keeps a turn
-    # LLM calls at once over all requests, and how long a call waits for a free slot before its
-    # stage falls back (agent.llm.guard): requests the LLM cannot take get their deterministic
-    # answer at once instead of queueing until their budget is spent
-    llm_max_in_flight: int = 4
-    llm_slot_wait: float = 0.5
     # requests the hybrid scores at once: the scoring is CPU work under the GIL, so more at once
     # add no throughput, and they starve the threads that only need a moment of it (feedback, the
     # server's event loop); the others wait their turn outside the model lock
@@ -54,8 +49,6 @@ class RecommenderConfig:
         checks = {
             "llm_budget": self.llm_budget > 0,
             "profile_share": 0 < self.profile_share <= 1,
-            "llm_max_in_flight": self.llm_max_in_flight >= 1,
-            "llm_slot_wait": self.llm_slot_wait >= 0,
             "scoring": self.scoring >= 1,
             "llm_reasons": self.llm_reasons >= 0,
             "profile_events": self.profile_events >= 1,
@@ -67,8 +60,7 @@ class RecommenderConfig:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(
                 f"RecommenderConfig: {values} out of range (llm_budget > 0, "
-                "0 < profile_share <= 1, llm_max_in_flight >= 1, llm_slot_wait >= 0, "
-                "scoring >= 1, profile_events >= 1, "
+                "0 < profile_share <= 1, scoring >= 1, profile_events >= 1, "
                 "llm_reasons >= 0, store_pool >= 1, sync_interval > 0)"
             )
 

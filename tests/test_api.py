@@ -307,48 +307,31 @@ def test_a_nested_budget_never_extends_the_outer_one():
     assert len(seen) == 2
 
 
-def test_calls_past_the_llm_slots_are_skipped_at_once_and_the_slots_come_back():
-    import threading
-
-    from agent.llm.guard import GuardedLLM, LLMBusy
-
-    slow = ScriptedLLM(["ok"], repeat_last=True, delay=1.0)
-    llm = GuardedLLM(slow, max_in_flight=2, slot_wait=0.1)
-    threads = [threading.Thread(target=llm.complete, args=([],)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)  # both slots taken
-    t0 = time.perf_counter()
-    with pytest.raises(LLMBusy, match="2 calls already in flight"):
-        llm.complete([])
-    assert time.perf_counter() - t0 < 0.6 and llm.busy == 1
-    for t in threads:
-        t.join()
-    assert llm.complete([]).text == "ok"  # slots released, also after errors
-    assert len(slow.calls) == 3
-    with pytest.raises(ValueError, match="max_in_flight"):
-        GuardedLLM(slow, max_in_flight=0)
-
-
 def test_a_request_that_finds_every_llm_slot_taken_answers_at_once_with_fallbacks(saved, tmp_path):
-    """One request holds the only LLM slot for 3 s; another request does not wait for it: it
-    gets its deterministic answer within a second, each LLM stage naming why."""
-    import shutil
+    """One request holds the backend's only slot for 3 s a call; another request does not queue
+    behind it: it gets its deterministic answer within a second, its LLM stages saying why."""
     import threading
 
-    folder, cache = saved
-    copy = tmp_path / "model"
-    shutil.copytree(folder, copy)
-    body = json.loads((copy / "recommender.json").read_text())
-    body["config"].update(llm_max_in_flight=1, llm_slot_wait=0.1)  # as an operator sets them
-    (copy / "recommender.json").write_text(json.dumps(body))
-    slow = ScriptedLLM([UNIVERSAL], repeat_last=True, delay=3.0)
-    with llm_model((copy, cache), tmp_path, slow) as m:
-        assert m.llm.max_in_flight == 1
+    import httpx
+
+    from agent.llm.openai_backend import OpenAICompatibleLLM
+    from agent.llm.settings import LLMSettings
+
+    calls = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        time.sleep(3.0)
+        message = {"role": "assistant", "content": UNIVERSAL}
+        return httpx.Response(200, json={"choices": [{"message": message}], "model": "m"})
+
+    settings = LLMSettings(base_url="http://llm.test/v1", max_concurrency=1, slot_wait=0.1)
+    llm = OpenAICompatibleLLM(settings, transport=httpx.MockTransport(slow))
+    with llm_model(saved, tmp_path, llm) as m:
         first = threading.Thread(target=m.recommend, args=("u1",), kwargs={"k": 4})
         first.start()
         end = time.monotonic() + 5
-        while not slow.calls and time.monotonic() < end:
+        while not calls and time.monotonic() < end:
             time.sleep(0.01)
         t0 = time.perf_counter()
         recs = m.recommend("u2", k=4)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from agent.cli.llm import choose_engine, vllm_command
-from agent.llm import LLM, LLMError, LLMTimeout, LLMUnavailable, Message, embedded
+from agent.llm import LLM, LLMBusy, LLMError, LLMTimeout, LLMUnavailable, Message, embedded
 from agent.llm import connect as connect_module
 from agent.llm.connect import LLMHandle, choose_backend, connect
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port
@@ -391,6 +391,27 @@ def test_waiting_for_a_slot_counts_toward_the_timeout() -> None:
     assert time.perf_counter() - start < 1.0
     release.set()
     first.join()
+
+
+def test_a_call_waits_at_most_slot_wait_for_a_slot_and_is_skipped_as_busy() -> None:
+    release = threading.Event()
+
+    def blocked(request: httpx.Request) -> httpx.Response:
+        release.wait(5)
+        return httpx.Response(200, json=reply())
+
+    config = LLMSettings(base_url="http://llm.test/v1", max_concurrency=1, slot_wait=0.2)
+    llm = OpenAICompatibleLLM(config, transport=httpx.MockTransport(blocked))
+    first = threading.Thread(target=llm.complete, args=(HI,))
+    first.start()
+    time.sleep(0.05)
+    start = time.perf_counter()
+    with pytest.raises(LLMBusy, match="LLM busy: no free slot within 0.20 s"):
+        llm.complete(HI, timeout=10)  # a long timeout: the slot wait still bounds the queueing
+    assert time.perf_counter() - start < 1.0
+    release.set()
+    first.join()
+    assert llm.complete(HI).text  # the slot came back
 
 
 # --- real sockets: a tiny local HTTP server ---------------------------------------------------

@@ -7,12 +7,7 @@
   call made after the deadline raises :class:`LLMTimeout` at once (the stage falls back);
 * **circuit breaker** — after a call finds the backend unavailable, calls fail fast with
   :class:`LLMUnavailable` for ``down_seconds``, so a dead server costs one failed connection per
-  window instead of one per stage and request;
-* **admission** — at most ``max_in_flight`` calls at once; a call that finds every slot taken
-  for ``slot_wait`` seconds raises :class:`LLMBusy` (a timeout: the stage falls back). When more
-  requests want the LLM than it can answer, the extra ones get their deterministic answer at once
-  instead of queueing behind the LLM until their budget is spent, and they do not hold a server
-  thread that other requests wait for.
+  window instead of one per stage and request.
 """
 
 from __future__ import annotations
@@ -26,39 +21,17 @@ from typing import Any
 from agent.llm.protocol import LLM, Completion, LLMTimeout, LLMUnavailable, Message
 
 DOWN_SECONDS = 30.0  # after "LLM unavailable", skip the LLM this long
-MAX_IN_FLIGHT = 4  # LLM calls at once (a vLLM server takes far more: raise it there)
-SLOT_WAIT = 0.5  # seconds a call waits for a free slot before it is skipped
-
-
-class LLMBusy(LLMTimeout):
-    """Every LLM slot was taken for the whole wait: the call was not made."""
 
 
 class GuardedLLM:
     """An LLM with a per-thread time budget and a circuit breaker (module doc)."""
 
-    def __init__(
-        self,
-        llm: LLM,
-        down_seconds: float = DOWN_SECONDS,
-        *,
-        max_in_flight: int = MAX_IN_FLIGHT,
-        slot_wait: float = SLOT_WAIT,
-    ) -> None:
-        if max_in_flight < 1 or slot_wait < 0:
-            raise ValueError(
-                f"GuardedLLM: max_in_flight must be >= 1 and slot_wait >= 0, got "
-                f"{max_in_flight!r} and {slot_wait!r}"
-            )
+    def __init__(self, llm: LLM, down_seconds: float = DOWN_SECONDS) -> None:
         self.inner = llm
         self.name = getattr(llm, "name", "llm")
         self.down_seconds = down_seconds
-        self.max_in_flight = max_in_flight
-        self.slot_wait = slot_wait
-        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._local = threading.local()
         self._down_until = 0.0
-        self.busy = 0  # calls skipped because every slot was taken
 
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
@@ -87,20 +60,11 @@ class GuardedLLM:
             if left <= 0.05:
                 raise LLMTimeout("this request's LLM time budget is spent")
             timeout = left if timeout is None else min(timeout, left)
-        wait = self.slot_wait if timeout is None else min(self.slot_wait, timeout)
-        if not self._slots.acquire(timeout=wait):
-            self.busy += 1
-            raise LLMBusy(
-                f"LLM busy: {self.max_in_flight} calls already in flight for {wait:.2f} s "
-                "(RecommenderConfig.llm_max_in_flight)"
-            )
         try:
             return self.inner.complete(messages, timeout=timeout, **kwargs)
         except LLMUnavailable:
             self._down_until = time.monotonic() + self.down_seconds
             raise
-        finally:
-            self._slots.release()
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)

@@ -48,6 +48,7 @@ import pydantic
 from agent.llm.jsonparse import normalise_json
 from agent.llm.protocol import (
     Completion,
+    LLMBusy,
     LLMError,
     LLMTimeout,
     LLMUnavailable,
@@ -116,10 +117,11 @@ class OpenAICompatibleLLM:
         timeout = self.settings.timeout if timeout is None else timeout
         check_arguments(messages, max_tokens, temperature, logprobs, timeout)
         start = time.perf_counter()
-        if not self._slots.acquire(timeout=timeout):
-            raise LLMTimeout(
-                f"no free LLM slot within {timeout:.1f}s "
-                f"({self.settings.max_concurrency} calls already in flight)"
+        wait = min(timeout, self.settings.slot_wait)
+        if not self._slots.acquire(timeout=wait):
+            raise LLMBusy(
+                f"LLM busy: no free slot within {wait:.2f} s ({self.settings.max_concurrency} "
+                "calls already in flight; [llm] max_concurrency, slot_wait)"
             )
         args = (messages, max_tokens, temperature, json_schema, logprobs)
         try:

@@ -56,6 +56,10 @@ class LLMTimeout(LLMError):
     """The call ran past its timeout."""
 
 
+class LLMBusy(LLMTimeout):
+    """Every concurrency slot stayed taken for the whole slot wait: the call was not made."""
+
+
 class LLMBadOutput(LLMError):
     """The model answered, but not in the shape the caller asked for."""
 

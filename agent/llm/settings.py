@@ -55,6 +55,10 @@ class LLMSettings:
     # calls in flight: 1 for llama-cpp-python's server, which runs one request at a time and keeps
     # working on calls a client gave up on (queued timeouts pile up); raise it for vLLM (batches)
     max_concurrency: int = 1
+    # seconds a call waits for a free slot (within its timeout) before it is skipped as "LLM
+    # busy" and its stage falls back: past the LLM's capacity, a request gets its deterministic
+    # answer at once instead of queueing behind the LLM for its whole budget
+    slot_wait: float = 0.5
     # "auto", "openai" (HTTP: base_url or the embedded llama.cpp server) or "transformers"
     # (in-process); see Backend above and agent.llm.connect.choose_backend
     backend: Backend = "auto"
@@ -116,6 +120,7 @@ class _SettingsModel(pydantic.BaseModel):
     api_key: str
     timeout: float = pydantic.Field(gt=0)
     max_concurrency: int = pydantic.Field(ge=1)
+    slot_wait: float = pydantic.Field(ge=0)
     backend: Backend
     json_format: JsonFormat
 
