@@ -1,7 +1,8 @@
 """Side-by-side latency of two source trees of hyrec, in one run: each tree fits its hybrid once
 on the same catalogue with the same settings (:mod:`eval.versions_worker`), then the trees take
 turns timing single-user ``recommend_batch`` calls from their saved models (``--rounds`` turns of
-``--requests`` each, old first), so both see the same machine load. The table gives each tree's
+``--requests`` each, old first in even rounds and new first in odd ones), so both see the same
+machine load and neither always goes first. The table gives each tree's
 p50/p99 over all its timed calls, the median of its per-round p50/p99, and the new/old ratios.
 
 Usage::
@@ -59,8 +60,9 @@ def main() -> None:
         rounds: dict[str, list[dict]] = {"old": [], "new": []}
         samples: dict[str, list[float]] = {"old": [], "new": []}
         loads = []
-        for _ in range(a.rounds):  # alternate, so both trees see the same machine load
-            for name, tree in trees.items():
+        for r in range(a.rounds):  # alternate, so both trees see the same machine load,
+            order = list(trees.items())  # and swap who goes first each round (old-new, new-old)
+            for name, tree in order if r % 2 == 0 else order[::-1]:
                 loads.append(round(os.getloadavg()[0], 2))
                 got = run_tree(tree, "time", folders[name], n, str(a.requests))
                 samples[name] += got["ms"]
