@@ -15,9 +15,10 @@ takes 15-60 s to start on 2 busy cores): a fault timed after it would hit a serv
 there. ``--seconds`` should leave the restart time to run after it (120 s does on this machine).
 
 It reports, per endpoint, p50/p99 latency and status counts, and checks: no 5xx but the
-documented 503s (store or LLM unavailable), no acknowledged event lost (every acknowledged id is in
-the database afterwards), no idempotent event stored twice, and feedback p99 while LLM requests
-were in flight (< 500 ms). Connection errors while the server is down are counted, not hidden.
+documented 503s (store or LLM unavailable, or ``overloaded``: the server shedding load), no
+acknowledged event lost (every acknowledged id is in the database afterwards), no idempotent
+event stored twice, and feedback p99 while LLM requests were in flight (< 500 ms). Connection
+errors while the server is down are counted, not hidden.
 
 The load generator measures the server, not itself: the clients are spread over ``--procs``
 processes (each with its own event loop and connection pool; ``--clients`` in all), which share

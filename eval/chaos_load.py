@@ -21,6 +21,9 @@ import httpx
 
 from eval.chaos_service import AUTH
 
+#: The 503s the server documents: the store or the LLM cannot answer now, or it sheds load.
+DOCUMENTED_503 = ("store_unavailable", "llm_unavailable", "overloaded")
+
 
 class Record:
     """One load process's outcomes (merged across processes by :func:`merge`)."""
@@ -128,7 +131,9 @@ async def one(http, base, rec: Record, name, method, path, body) -> bool:
         rec.feedback.append((started, seconds, server_seconds(r)))
     if r.status_code >= 500:
         kind = r.json().get("error", {}).get("type", "?") if r.content else "?"
-        if not (r.status_code == 503 and kind in ("store_unavailable", "llm_unavailable")):
+        if not (
+            r.status_code == 503 and kind in ("store_unavailable", "llm_unavailable", "overloaded")
+        ):
             rec.unexpected.append(f"{name} {r.status_code} {kind}: {r.text[:200]}")
     if name == "feedback" and r.status_code == 200:
         got = r.json()

@@ -342,6 +342,23 @@ def test_a_request_that_finds_every_llm_slot_taken_answers_at_once_with_fallback
     assert any("LLM busy" in f for f in recs.fallbacks), recs.fallbacks
 
 
+def test_once_a_request_finds_the_llm_busy_its_later_calls_do_not_wait_again():
+    from agent.llm import LLMBusy
+    from agent.llm.guard import GuardedLLM
+
+    inner = ScriptedLLM([LLMBusy("LLM busy: no free slot"), "ok"], repeat_last=True)
+    llm = GuardedLLM(inner)
+    with llm.budget(5.0):
+        with pytest.raises(LLMBusy):
+            llm.complete([])
+        with pytest.raises(LLMBusy, match="earlier call of this request"), llm.budget(1.0):
+            llm.complete([])  # a nested stage's budget: still the same request
+        assert len(inner.calls) == 1  # the second call never reached the backend
+    with llm.budget(5.0):  # the next request tries again
+        assert llm.complete([]).text == "ok"
+    assert len(inner.calls) == 2
+
+
 def test_forgetting_a_user_after_an_upsert_leaves_a_model_that_reloads(saved, tmp_path):
     import shutil
 

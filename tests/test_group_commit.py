@@ -134,3 +134,31 @@ def test_events_keep_committing_while_an_erasure_checkpoints(tmp_path):
     store.close()
     raw = (tmp_path / "fb.sqlite3").read_bytes()
     assert b"gone" not in raw
+
+
+def test_a_file_locked_elsewhere_fails_within_one_wait_even_after_waiting_for_the_lock(tmp_path):
+    """The wait is one budget for the Python lock and SQLite's wait for the file together."""
+    path = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(path, wait=0.6)
+    holder = sqlite3.connect(str(path), isolation_level=None, timeout=0.1)
+    holder.execute("BEGIN EXCLUSIVE")
+    out: list = []
+    with store._lock:  # another write of this process holds the connection for 0.4 s
+        t = threading.Thread(target=lambda: out.append(_timed(store)))
+        t.start()
+        time.sleep(0.4)
+    t.join(10)
+    holder.execute("ROLLBACK")
+    holder.close()
+    error, seconds = out[0]
+    assert isinstance(error, StoreUnavailable) and seconds < 0.6 + 0.3, seconds
+    store.close()
+
+
+def _timed(store: FeedbackStore) -> tuple[Exception | None, float]:
+    t0 = time.monotonic()
+    try:
+        store.add("a", "1", "like")
+    except StoreUnavailable as e:
+        return e, time.monotonic() - t0
+    return None, time.monotonic() - t0

@@ -835,3 +835,33 @@ def test_chat_then_recommend_then_feedback_with_the_embedded_llm(saved, tmp_path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_a_recommendation_that_finds_every_thread_busy_is_shed_with_a_503(saved, tmp_path):
+    """One thread, held 2 s by a request whose LLM is slow: the next request waits at most
+    queue_wait for it, then gets 503 overloaded with Retry-After; feedback is not affected."""
+    folder, cache = saved
+    slow = ScriptedLLM(["{}"], delay=2.0, repeat_last=True)
+    model = Recommender.load(
+        folder, llm=slow, encoder=fake_encoder(cache), feedback_path=tmp_path / "fb.sqlite3"
+    )
+    app = create_app(model, api_key=KEY, threads=1, queue_wait=0.3)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = {"user_id": "u1", "k": 3}
+        first = threading.Thread(target=c.post, args=("/v1/recommendations",),
+                                 kwargs={"json": body, "headers": AUTH})  # fmt: skip
+        first.start()
+        end = time.monotonic() + 5
+        while not slow.calls and time.monotonic() < end:
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        r = c.post("/v1/recommendations", json={"user_id": "u2", "k": 3}, headers=AUTH)
+        assert r.status_code == 503 and time.perf_counter() - t0 < 1.5
+        assert r.json()["error"]["type"] == "overloaded" and r.headers["Retry-After"] == "1"
+        assert "queue-wait" in r.json()["error"]["message"]
+        fb = c.post("/v1/feedback", json={"user_id": "u3", "item_id": "1", "event": "like"},
+                    headers=AUTH)  # fmt: skip
+        assert fb.status_code == 200
+        first.join()
+    with pytest.raises(ValueError, match="queue_wait"):
+        create_app(model, api_key=KEY, queue_wait=0)

@@ -46,6 +46,13 @@ def serve(
     max_body: Annotated[
         int, typer.Option(help="Largest request body in bytes (413 above it).")
     ] = 1_000_000,
+    queue_wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a recommendation, chat or similar-items request waits for a free "
+            "thread before a 503 'overloaded' with Retry-After (load shedding)."
+        ),
+    ] = 5.0,
     docs: Annotated[
         bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the key).")
     ] = False,
@@ -109,6 +116,7 @@ def serve(
             threads=threads,
             max_body=max_body,
             docs=docs,
+            queue_wait=queue_wait,
         )
     except BaseException:  # no orphaned LLM server when the app cannot even be built
         recommender.close()

@@ -17,6 +17,7 @@ meanwhile (the idea of PostgreSQL's ``commit_delay``, without the delay).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -30,10 +31,11 @@ T = TypeVar("T")
 
 
 class _Work:
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("deadline", "done", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], deadline: float) -> None:
         self.fn = fn
+        self.deadline = deadline
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -73,10 +75,10 @@ class GroupCommit:
             StoreUnavailable: the lock or the file was not free within ``wait`` seconds, or the
                 commit failed (nothing of ``fn`` is stored then).
         """
-        work = _Work(fn)
+        deadline = time.monotonic() + self._wait
+        work = _Work(fn, deadline)
         with self._queue_lock:
             self._queue.append(work)
-        deadline = time.monotonic() + self._wait
         while not work.done.is_set():
             if self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 try:
@@ -101,8 +103,12 @@ class GroupCommit:
         if not batch:
             return
         conn = self._connection()
+        # SQLite's own wait for a file locked elsewhere ends with the earliest caller's deadline,
+        # so no caller waits past its ``wait`` in all (the lock above, then the file)
+        left = min(w.deadline for w in batch) - time.monotonic()
         try:
             with mapped(what):
+                conn.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for work in batch:
@@ -120,6 +126,9 @@ class GroupCommit:
             if not isinstance(e, Exception):
                 raise  # KeyboardInterrupt and the like stay with the thread they hit
         finally:
+            # a broken connection fails its next user with the mapped error
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {int(self._wait * 1000)}")
             for work in batch:
                 work.done.set()
 

@@ -7,7 +7,10 @@
   call made after the deadline raises :class:`LLMTimeout` at once (the stage falls back);
 * **circuit breaker** — after a call finds the backend unavailable, calls fail fast with
   :class:`LLMUnavailable` for ``down_seconds``, so a dead server costs one failed connection per
-  window instead of one per stage and request.
+  window instead of one per stage and request;
+* **busy** — once a call of a request finds every backend slot taken (:class:`LLMBusy`), the
+  request's later calls are skipped at once, so a request past the LLM's capacity waits for a
+  slot once (``[llm] slot_wait``), not once per stage.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from agent.llm.protocol import LLM, Completion, LLMTimeout, LLMUnavailable, Message
+from agent.llm.protocol import LLM, Completion, LLMBusy, LLMTimeout, LLMUnavailable, Message
 
 DOWN_SECONDS = 30.0  # after "LLM unavailable", skip the LLM this long
 
@@ -35,14 +38,20 @@ class GuardedLLM:
 
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
-        """Calls inside share ``seconds`` (nested budgets take the earlier deadline)."""
+        """Calls inside share ``seconds`` (nested budgets take the earlier deadline). Once a call
+        inside finds the LLM busy (:class:`LLMBusy`: every slot taken), the rest of the outermost
+        budget's calls are skipped at once instead of each waiting for a slot again."""
         outer = getattr(self._local, "deadline", None)
         deadline = time.monotonic() + seconds
         self._local.deadline = deadline if outer is None else min(outer, deadline)
+        if outer is None:
+            self._local.busy = False
         try:
             yield
         finally:
             self._local.deadline = outer
+            if outer is None:
+                self._local.busy = False
 
     @property
     def available(self) -> bool:
@@ -60,10 +69,16 @@ class GuardedLLM:
             if left <= 0.05:
                 raise LLMTimeout("this request's LLM time budget is spent")
             timeout = left if timeout is None else min(timeout, left)
+        if getattr(self._local, "busy", False):
+            raise LLMBusy("LLM busy: skipped (an earlier call of this request found no free slot)")
         try:
             return self.inner.complete(messages, timeout=timeout, **kwargs)
         except LLMUnavailable:
             self._down_until = time.monotonic() + self.down_seconds
+            raise
+        except LLMBusy:
+            if deadline is not None:  # inside a request: its other stages need not wait again
+                self._local.busy = True
             raise
 
     def close(self) -> None:

@@ -28,7 +28,9 @@ items) in one, catalogue writes and erasure (which wait on the model's write loc
 feedback in a third, so feedback never queues behind an LLM call or a catalogue writer; the
 token check runs on the event loop, without a thread hop. The :class:`Recommender` locks what
 it mutates. A feedback store that cannot answer in time, or feedback that finds every one of its
-threads taken for the store's wait, is a 503 with ``Retry-After``. Every error is one JSON
+threads taken for the store's wait, is a 503 with ``Retry-After``; so is a recommendation, chat
+or similar-items request that finds every thread of its pool taken for ``queue_wait`` seconds
+(``overloaded``: the server sheds load instead of queueing without bound). Every error is one JSON
 body (4xx naming the field for bad payloads; only a bug is a 500:
 :func:`agent.serve.schemas.add_error_handlers`). The lifespan closes the feedback store
 (checkpointing the WAL) and the LLM handle on SIGTERM/SIGINT.
@@ -56,7 +58,7 @@ from agent.api import Recommender
 from agent.feedback import StoreUnavailable, is_positive
 from agent.llm import Message
 from agent.serve.dashboard import add_pages, dashboard_data
-from agent.serve.limits import MAX_BODY, BoundedPool, Limits
+from agent.serve.limits import MAX_BODY, QUEUE_WAIT, BoundedPool, Limits, ServerBusy
 from agent.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware, meter_llm
 from agent.serve.schemas import (
     ERRORS,
@@ -106,6 +108,7 @@ def create_app(
     threads: int = 8,
     max_body: int = MAX_BODY,
     docs: bool = False,
+    queue_wait: float = QUEUE_WAIT,
 ) -> FastAPI:
     """The FastAPI app serving ``recommender``.
 
@@ -124,9 +127,14 @@ def create_app(
             throughput within noise (45 and 49 requests/s).
         max_body: Largest request body in bytes (413 above it, before anything is parsed).
         docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the token); off by default.
+        queue_wait: Longest a recommendation, chat or similar-items request waits for one of its
+            pool's threads before a 503 ``overloaded`` with ``Retry-After`` (load shedding: past
+            it, a closed-loop crowd would otherwise queue for minutes behind the LLM).
     """
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    if not 0 < queue_wait <= 600:
+        raise ValueError(f"queue_wait must be in (0, 600] seconds, got {queue_wait!r}")
     closer = _Closer(recommender, *closing)
     metrics = Metrics(recommender)
     meter_llm(recommender, metrics)
@@ -134,7 +142,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        app.state.heavy = anyio.CapacityLimiter(threads)  # endpoints that may wait on an LLM
+        app.state.heavy = BoundedPool(  # endpoints that may wait on an LLM: shed past queue_wait
+            threads,
+            queue_wait,
+            lambda: ServerBusy(
+                f"every one of the {threads} recommendation threads stayed busy for "
+                f"{queue_wait:g} s (--queue-wait); retry later",
+                queue_wait,
+            ),
+        )
         app.state.catalogue = anyio.CapacityLimiter(threads)  # upserts, erasure: the write lock
         wait = recommender.config.store_wait
         app.state.writes = BoundedPool(  # feedback: never behind the others, never unbounded
@@ -211,7 +227,7 @@ def create_app(
     auth = [Depends(authorize)]
 
     async def heavy(fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=app.state.heavy)
+        return await app.state.heavy.run(fn, *args)
 
     @app.post(
         "/v1/recommendations",

@@ -35,6 +35,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 1_000_000  # bytes of one request body (1 MB)
+QUEUE_WAIT = 5.0  # seconds a request that may wait on an LLM waits for a thread, then 503
 _UNAUTHORIZED = "missing or wrong API key (Authorization: Bearer)"
 T = TypeVar("T")
 
@@ -143,6 +144,15 @@ async def _reject(send: Send, status: int, kind: str, message: str, auth: bool =
     headers.append((b"connection", b"close"))  # the unread body is not drained
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class ServerBusy(RuntimeError):
+    """Every thread of a pool stayed taken for its wait: the request was not started (503 with
+    ``Retry-After``, error type ``overloaded``)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BoundedPool:

@@ -4,7 +4,8 @@ Requests forbid unknown fields (a misspelt ``"usr_id"`` is a 422 naming it, not 
 ignored field), except the OpenAI chat request, which accepts and ignores the many sampling options
 OpenAI clients send. Responses convert from the typed results of :mod:`agent.api`. Every error is
 one body, ``{"error": {"message", "type", "details"}}`` (:func:`add_error_handlers`): bad payloads
-are 4xx naming the field, unknown items 404, an LLM failure 503, and only a bug is a 500.
+are 4xx naming the field, unknown items 404, an LLM failure or an overloaded server 503
+(``overloaded``, with ``Retry-After``), and only a bug is a 500.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.api import FeedbackReceipt, Recommendation, Recommendations, UnknownI
 from agent.chat.answers import ITEM_LINE
 from agent.feedback import EVENTS, EventConflict, StoreUnavailable
 from agent.llm import LLMError
+from agent.serve.limits import ServerBusy
 from hyrec.data import Dataset, Item
 from retrieval.filters import Filter
 
@@ -362,6 +364,12 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
         response = error_response(503, str(exc), "store_unavailable")
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+
+    @app.exception_handler(ServerBusy)
+    async def overloaded(request: Request, exc: ServerBusy) -> JSONResponse:
+        response = error_response(503, str(exc), "overloaded")
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response
 
