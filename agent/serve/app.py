@@ -120,7 +120,8 @@ def create_app(
         chat_agent: Builds the chat agent (default: ``agent.chat.agent.ChatAgent``).
         threads: Requests computed at once, per pool: recommendations, chat and similar items
             (which may wait on an LLM), upserts and erasure (which wait on the model's write
-            lock), and feedback each have a pool of ``threads``, so feedback never queues behind
+            lock), and feedback each have a pool of ``threads`` (feedback 4 × ``threads``: its
+            threads mostly wait on a commit), so feedback never queues behind
             the others (in one shared pool, upserts waiting on the write lock took every thread
             and feedback waited seconds for one, three times a request). The work is CPU-bound
             under the GIL: with 200 clients on 2 cores, 4 and 40 threads gave the same
@@ -153,8 +154,11 @@ def create_app(
         )
         app.state.catalogue = anyio.CapacityLimiter(threads)  # upserts, erasure: the write lock
         wait = recommender.config.store_wait
-        app.state.writes = BoundedPool(  # feedback: never behind the others, never unbounded
-            threads,
+        # feedback: never behind the others, never unbounded; 4x the threads, because a feedback
+        # thread mostly waits (its group commit, or a file locked elsewhere) and a request that
+        # waits for a thread first and then for the file would wait two store waits in all
+        app.state.writes = BoundedPool(
+            4 * threads,
             wait,
             lambda: StoreUnavailable("storing feedback: every feedback thread is busy", wait),
         )
