@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.llm import LLM, LLMUnavailable, Message
+from agent.llm import LLM, LLMBusy, LLMError, LLMUnavailable, Message
 from agent.llm.connect import LLMHandle
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig, free_port, llama_cpp_installed
 from agent.llm.openai_backend import OpenAICompatibleLLM
@@ -59,20 +59,45 @@ def test_max_tokens_is_honoured(llm_server: LLMHandle) -> None:
     assert out.tokens is not None and len(out.tokens) == 5
 
 
-def test_concurrent_calls_all_succeed(llm_server: LLMHandle) -> None:
-    texts: list[str] = []
+def concurrent(llm: LLM, n: int = 3) -> list[str | BaseException]:
+    out: list[str | BaseException] = []
 
     def call(i: int) -> None:
-        texts.append(
-            llm_server.llm.complete([Message("user", f"Count to {i}.")], max_tokens=8).text
-        )
+        try:
+            out.append(llm.complete([Message("user", f"Count to {i}.")], max_tokens=8).text)
+        except LLMError as e:
+            out.append(e)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(texts) == 3 and all(t.strip() for t in texts)
+    return out
+
+
+def test_concurrent_calls_queue_for_the_slot_when_the_slot_wait_allows(
+    llm_server: LLMHandle,
+) -> None:
+    """One llama.cpp slot (max_concurrency=1), slot_wait as long as the timeout: all three calls
+    queue and succeed, one at a time."""
+    settings = LLMSettings(base_url=llm_server.base_url, timeout=60, slot_wait=60)
+    llm = OpenAICompatibleLLM(settings)
+    texts = concurrent(llm)
+    llm.close()
+    assert len(texts) == 3 and all(isinstance(t, str) and t.strip() for t in texts), texts
+
+
+def test_concurrent_calls_past_the_slot_wait_are_skipped_as_busy(llm_server: LLMHandle) -> None:
+    """The same server with a short slot wait (0.05 s): whoever gets the slot is answered, and
+    a call that finds it taken for longer is refused with LLMBusy, never another error."""
+    settings = LLMSettings(base_url=llm_server.base_url, timeout=60, slot_wait=0.05)
+    llm = OpenAICompatibleLLM(settings)
+    out = concurrent(llm, n=4)
+    llm.close()
+    answered = [t for t in out if isinstance(t, str)]
+    assert len(out) == 4 and answered and all(t.strip() for t in answered), out
+    assert all(isinstance(e, LLMBusy) for e in out if not isinstance(e, str)), out
 
 
 @needs_llama
