@@ -373,41 +373,32 @@ def test_concurrency_is_bounded_and_thread_safe() -> None:
     assert state["peak"] == 2
 
 
-def test_waiting_for_a_slot_counts_toward_the_timeout() -> None:
+@pytest.mark.parametrize(
+    ("slot_wait", "timeout", "error", "message"),
+    [
+        (30.0, 0.2, LLMTimeout, "slot"),  # the wait for a slot counts toward the timeout
+        (0.2, 10.0, LLMBusy, "LLM busy: no free slot within 0.20 s"),  # slot_wait bounds it
+    ],
+)
+def test_a_call_waits_for_a_slot_at_most_its_timeout_and_slot_wait(
+    slot_wait: float, timeout: float, error: type, message: str
+) -> None:
     release = threading.Event()
 
     def blocked(request: httpx.Request) -> httpx.Response:
         release.wait(5)
         return httpx.Response(200, json=reply())
 
-    config = LLMSettings(base_url="http://llm.test/v1", max_concurrency=1, timeout=10)
+    config = LLMSettings(
+        base_url="http://llm.test/v1", max_concurrency=1, timeout=10, slot_wait=slot_wait
+    )
     llm = OpenAICompatibleLLM(config, transport=httpx.MockTransport(blocked))
     first = threading.Thread(target=llm.complete, args=(HI,))
     first.start()
     time.sleep(0.05)
     start = time.perf_counter()
-    with pytest.raises(LLMTimeout, match="slot"):
-        llm.complete(HI, timeout=0.2)
-    assert time.perf_counter() - start < 1.0
-    release.set()
-    first.join()
-
-
-def test_a_call_waits_at_most_slot_wait_for_a_slot_and_is_skipped_as_busy() -> None:
-    release = threading.Event()
-
-    def blocked(request: httpx.Request) -> httpx.Response:
-        release.wait(5)
-        return httpx.Response(200, json=reply())
-
-    config = LLMSettings(base_url="http://llm.test/v1", max_concurrency=1, slot_wait=0.2)
-    llm = OpenAICompatibleLLM(config, transport=httpx.MockTransport(blocked))
-    first = threading.Thread(target=llm.complete, args=(HI,))
-    first.start()
-    time.sleep(0.05)
-    start = time.perf_counter()
-    with pytest.raises(LLMBusy, match="LLM busy: no free slot within 0.20 s"):
-        llm.complete(HI, timeout=10)  # a long timeout: the slot wait still bounds the queueing
+    with pytest.raises(error, match=message):
+        llm.complete(HI, timeout=timeout)
     assert time.perf_counter() - start < 1.0
     release.set()
     first.join()
