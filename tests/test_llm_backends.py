@@ -405,6 +405,13 @@ def test_a_call_waits_for_a_slot_at_most_its_timeout_and_slot_wait(
     assert llm.complete(HI).text  # the slot came back
 
 
+def test_batch_settings_queue_for_a_slot_instead_of_falling_back() -> None:
+    settings = LLMSettings(base_url="http://llm.test/v1", timeout=40, slot_wait=0.5)
+    batch = settings.for_batch(6)
+    assert (batch.max_concurrency, batch.slot_wait) == (6, 40)
+    assert settings.for_batch(0).max_concurrency == 1
+
+
 # --- real sockets: a tiny local HTTP server ---------------------------------------------------
 
 

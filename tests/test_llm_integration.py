@@ -259,3 +259,17 @@ def test_transformers_samples_with_a_temperature(transformers_llm) -> None:
     out = transformers_llm.complete(ASK, max_tokens=4, temperature=0.7)
     assert isinstance(out.text, str) and 1 <= out.usage["completion_tokens"] <= 4
     assert out.tokens is None and out.top_logprobs is None  # not asked for
+
+
+def test_transformers_refuses_a_call_as_busy_after_the_slot_wait(transformers_llm) -> None:
+    """Another call is generating (its lock is held): this one waits ``slot_wait``, not its whole
+    timeout, and is refused as LLMBusy, as the HTTP backend does past its slots."""
+    from agent.llm import LLMBusy
+
+    with transformers_llm._lock:
+        start = time.perf_counter()
+        with pytest.raises(LLMBusy, match="LLM busy"):
+            transformers_llm.complete(ASK, max_tokens=2, timeout=10)
+        assert time.perf_counter() - start < transformers_llm.config.slot_wait + 0.5
+    out = transformers_llm.complete(ASK, max_tokens=2)  # the lock is free again: answered
+    assert 1 <= out.usage["completion_tokens"] <= 2

@@ -23,7 +23,6 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +71,7 @@ class BatchWorker:
         if llm is None and config.llm is not None and config.vllm is None:
             from agent.llm.connect import connect
 
-            settings = replace(config.llm, max_concurrency=max(self.threads, 1))
+            settings = config.llm.for_batch(max(self.threads, 1))
             self._handle = connect(settings, start_embedded=False, probe=False)
             llm = self._handle.llm
         shared = {"feedback_url": config.feedback_url} if config.feedback_url else {}

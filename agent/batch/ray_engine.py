@@ -71,7 +71,7 @@ def run_ray(
     actors, threads = config.pool(cluster_cpus(ray))
     llm = config.llm
     if llm is not None:  # each actor's client keeps `threads` calls in flight
-        llm = replace(llm, max_concurrency=max(llm.max_concurrency, threads))
+        llm = llm.for_batch(threads)
     worker_config = replace(config, llm=llm)
     log.info("ray: %d actors x %d threads over %d keys", actors, threads, len(keys))
     rows = keys_dataset(ray, keys, config.batch_size).map_batches(

@@ -167,7 +167,8 @@ def _start_llm(config: BatchConfig) -> tuple[BatchConfig, LLMHandle | None]:
         handle.close()
         return replace(config, llm=replace(settings, backend="transformers")), None
     log.info("batch: %s", handle.description)
-    return replace(config, llm=replace(served, max_concurrency=settings.max_concurrency)), handle
+    batch = replace(served, max_concurrency=settings.max_concurrency, slot_wait=settings.slot_wait)
+    return replace(config, llm=batch), handle
 
 
 def _ensure_opened(folder: Path) -> None:

@@ -67,7 +67,6 @@ def _llm_settings(use: bool, concurrency: int):
     """The HYREC_LLM_* settings (config file, environment) with room for ``concurrency`` calls."""
     if not use:
         return None
-    from dataclasses import replace
 
     from agent.llm.settings import LLMSettings
 
@@ -76,7 +75,7 @@ def _llm_settings(use: bool, concurrency: int):
     except (ValueError, OSError) as e:
         _fail(f"the LLM settings are invalid: {e}")
         raise
-    return replace(settings, max_concurrency=max(settings.max_concurrency, concurrency))
+    return settings.for_batch(concurrency)
 
 
 def _run(**fields: Any) -> None:

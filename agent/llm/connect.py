@@ -219,7 +219,10 @@ def _transformers(settings: LLMSettings, notes: tuple[str, ...] = ()) -> LLMHand
     from agent.llm.transformers_backend import TransformersConfig, TransformersLLM, cpu_threads
 
     config = TransformersConfig(
-        model=settings.model, timeout=settings.timeout, num_threads=cpu_threads()
+        model=settings.model,
+        timeout=settings.timeout,
+        slot_wait=settings.slot_wait,
+        num_threads=cpu_threads(),
     )
     return LLMHandle(TransformersLLM(config), backend="transformers", notes=notes)
 

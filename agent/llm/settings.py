@@ -67,6 +67,14 @@ class LLMSettings:
     def __post_init__(self) -> None:
         _SettingsModel.model_validate(_as_dict(self))
 
+    def for_batch(self, concurrency: int) -> LLMSettings:
+        """These settings for a batch job with ``concurrency`` calls in flight: that many slots,
+        and a call queues for one up to its timeout (a batch wants answers, not the fast
+        fallback a server gives past ``slot_wait``)."""
+        return replace(
+            self, max_concurrency=max(self.max_concurrency, concurrency), slot_wait=self.timeout
+        )
+
     @classmethod
     def from_env(
         cls, config_file: Path | None = None, *, environ: Mapping[str, str] | None = None

@@ -39,7 +39,15 @@ from typing import Any
 import jinja2
 import platformdirs
 
-from agent.llm import Completion, LLMError, LLMTimeout, LLMUnavailable, Message, check_arguments
+from agent.llm import (
+    Completion,
+    LLMBusy,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    Message,
+    check_arguments,
+)
 from agent.llm.embedded import packaged_gguf
 from agent.llm.jsonparse import normalise_json
 
@@ -91,6 +99,7 @@ class TransformersConfig:
     device: str | None = None  # None: "cuda" when available, else "cpu"
     dtype: str | None = None  # torch dtype name; None: float32 on CPU, bfloat16 on CUDA
     timeout: float = 30.0  # default seconds per call (generation stops and LLMTimeout is raised)
+    slot_wait: float = 0.5  # longest wait for the one generation slot, then LLMBusy
     num_threads: int | None = None  # torch CPU threads (process-wide); None: leave torch's setting
     cache_dir: Path | None = None  # converted GGUF models; None: default_model_cache()
 
@@ -214,7 +223,8 @@ def resolve_model(model: str, cache_dir: Path | None = None) -> str:
 class TransformersLLM:
     """An :class:`agent.llm.LLM` running a transformers model in this process.
 
-    Thread-safe: one generation at a time (a lock); waiting for it counts toward the timeout.
+    Thread-safe: one generation at a time (a lock); a call waits for it at most ``slot_wait``
+    (within its timeout), then is refused as :class:`LLMBusy`.
     """
 
     def __init__(self, config: TransformersConfig | None = None):
@@ -265,8 +275,12 @@ class TransformersLLM:
         timeout = self.config.timeout if timeout is None else timeout
         check_arguments(messages, max_tokens, temperature, logprobs, timeout)
         start = time.perf_counter()
-        if not self._lock.acquire(timeout=timeout):
-            raise LLMTimeout(f"the in-process model was busy for more than {timeout:.1f}s")
+        wait = min(timeout, self.config.slot_wait)
+        if not self._lock.acquire(timeout=wait):
+            raise LLMBusy(
+                f"LLM busy: the in-process model was generating for another call for {wait:.2f} s "
+                "([llm] slot_wait)"
+            )
         try:
             return self._generate(
                 messages, max_tokens, temperature, json_schema, logprobs, start, timeout
