@@ -108,7 +108,9 @@ class GroupCommit:
         left = min(w.deadline for w in batch) - time.monotonic()
         try:
             with mapped(what):
-                conn.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
+                # (at least 50 ms: a caller already past its deadline must not fail the batch on
+                # a lock held for a moment, e.g. an erasure's checkpoint)
+                conn.execute(f"PRAGMA busy_timeout = {max(50, int(left * 1000))}")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for work in batch:
