@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible LLM server for benchmarks and fault tests: it answers every chat
-completion after a fixed delay with a schema-valid answer, so what is measured is the serving
-path, not a model.
+completion after a delay with a schema-valid answer, so what is measured is the serving path,
+not a model. The delay can be changed while the server runs (:class:`Delay`).
 
 The answer follows the JSON schema the request asks for (``response_format`` or llama.cpp's
 ``extra_body`` form): a re-ranking (``ranking``), a reason (``because``/``reason``) or an interest
@@ -47,7 +47,29 @@ def answer_for(body: dict[str, Any]) -> str:
     return "A fine choice."
 
 
-def make_handler(delay: float) -> type[BaseHTTPRequestHandler]:
+class Delay:
+    """Seconds each answer waits, changeable while the server runs: ``seconds`` is read by every
+    new request, and :meth:`cut` makes the requests waiting now answer at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._cut = threading.Event()
+
+    def wait(self) -> None:
+        cut = self._cut  # an event per generation: a cut ends only the waits begun before it
+        cut.wait(self.seconds)
+
+    def cut(self, seconds: float | None = None) -> None:
+        """Answer every waiting request now; later ones wait ``seconds`` (default: unchanged)."""
+        cut, self._cut = self._cut, threading.Event()
+        if seconds is not None:
+            self.seconds = seconds
+        cut.set()
+
+
+def make_handler(delay: float | Delay) -> type[BaseHTTPRequestHandler]:
+    pause = delay if isinstance(delay, Delay) else Delay(delay)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -78,7 +100,7 @@ def make_handler(delay: float) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, {"error": {"message": "bad JSON"}})
                 return
-            time.sleep(delay)
+            pause.wait()
             text = answer_for(body)
             self._send(
                 200,
@@ -103,8 +125,11 @@ def make_handler(delay: float) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(port: int, delay: float, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Start the server in a background thread; ``.shutdown()`` stops it."""
-    server = ThreadingHTTPServer((host, port), make_handler(delay))
+    """Start the server in a background thread; ``.shutdown()`` stops it, ``.delay`` is its
+    :class:`Delay`."""
+    pause = Delay(delay)
+    server = ThreadingHTTPServer((host, port), make_handler(pause))
+    server.delay = pause  # type: ignore[attr-defined]
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

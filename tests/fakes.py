@@ -13,7 +13,6 @@ import hashlib
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,8 @@ class ScriptedLLM:
             raises :class:`LLMTimeout`, as a slow server would.
         repeat_last: Keep answering with the last reply once the script runs out.
 
+    :meth:`release` ends the delay: calls waiting in it answer now, later calls at once.
+
     Attributes:
         calls: One dict per call: ``messages`` and every keyword argument.
     """
@@ -53,6 +54,11 @@ class ScriptedLLM:
         self._replies = list(replies)
         self._next = 0
         self._lock = threading.Lock()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """No more delay: a test whose slow call has shown what it had to need not wait it out."""
+        self._released.set()
 
     def complete(
         self,
@@ -87,9 +93,10 @@ class ScriptedLLM:
             self._next += 1
         if self.delay:
             if timeout is not None and timeout < self.delay:
-                time.sleep(timeout)
-                raise LLMTimeout(f"{self.name}: no answer within {timeout:.2f} s")
-            time.sleep(self.delay)
+                if not self._released.wait(timeout):
+                    raise LLMTimeout(f"{self.name}: no answer within {timeout:.2f} s")
+            else:
+                self._released.wait(self.delay)
         if isinstance(reply, BaseException):
             raise reply
         if callable(reply):

@@ -43,9 +43,11 @@ def copy_of(model, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def plain(model):
-    """A server without an LLM."""
+    """A server without an LLM, with one thread per pool (``--threads 1``): the fewest threads
+    an attacker has to tie up."""
     _, cache, root = model
-    server = start_serve(copy_of(model, "plain"), cache, root / "plain.log", "--no-llm")
+    folder = copy_of(model, "plain")
+    server = start_serve(folder, cache, root / "plain.log", "--no-llm", "--threads", "1")
     yield server
     server.stop()
 
@@ -92,13 +94,28 @@ def test_a_huge_body_with_the_token_is_refused_naming_the_limit(plain):
     assert r.status_code == 413
 
 
+@pytest.fixture(scope="module")
+def scripted(model):
+    """A server and its scripted LLM, which answers at once until a test sets ``llm.delay``."""
+    server, llm = llm_server(model, "fast", delay=0.01)
+    yield server, llm
+    server.stop()
+    llm.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fast(scripted):
+    return scripted[0]
+
+
 # ---- row 2: feedback never waits behind someone else's LLM call or a catalogue writer -------
-def test_feedback_does_not_wait_behind_a_slow_llm_request_and_an_upsert(model):
-    server, llm = llm_server(model, "slow", delay=10.0)
+def test_feedback_does_not_wait_behind_a_slow_llm_request_and_an_upsert(scripted):
+    server, llm = scripted
+    llm.delay.seconds = 10.0
+    slow = threading.Thread(
+        target=post, args=(server, "/v1/recommendations", {"user_id": "u1", "k": 4})
+    )
     try:
-        slow = threading.Thread(
-            target=post, args=(server, "/v1/recommendations", {"user_id": "u1", "k": 4})
-        )
         slow.start()
         time.sleep(1.5)  # the request is in its LLM call now
         item = {"items": [{"item_id": "new-1", "title": "A new story"}]}
@@ -113,18 +130,9 @@ def test_feedback_does_not_wait_behind_a_slow_llm_request_and_an_upsert(model):
         assert seconds < 1.0, f"feedback took {seconds * 1000:.0f} ms behind the LLM request"
         assert upsert < 1.0, f"the upsert waited {upsert:.1f} s for the LLM request"
         assert slow.is_alive()  # the LLM request was still running all along
-    finally:  # stopping the server ends the slow request (its client sees the connection close)
-        server.stop()
-        llm.shutdown()
-
-
-@pytest.fixture(scope="module")
-def fast(model):
-    """A server whose scripted LLM answers at once."""
-    server, llm = llm_server(model, "fast", delay=0.01)
-    yield server
-    server.stop()
-    llm.shutdown()
+    finally:  # the slow request's calls answer now, and the next tests' at once
+        llm.delay.cut(0.01)
+        slow.join(timeout=60)
 
 
 # ---- row 3: an upsert with a non-text category; then the LLM path for a user who has it ----
@@ -174,16 +182,14 @@ def test_a_locked_database_is_a_quick_503_and_health_never_blocks(plain, model):
     assert httpx.get(plain.base + "/readyz", timeout=10).json()["status"] == "ok"
 
 
-def test_feedback_waits_for_its_own_threads_and_only_for_the_stores_wait(model):
+def test_feedback_waits_for_its_own_threads_and_only_for_the_stores_wait(plain, model):
     """One thread per pool (``--threads 1``) and the database locked elsewhere: an upsert stuck on
     the store, then four feedback requests at once. Each feedback is a 503 with Retry-After while
     the database is still locked: none queues behind the upsert (feedback has its own threads) or
     behind the thread another feedback holds (the wait for a thread is the store's wait). With one
     shared pool they took turns, a store wait each, and the last ones were answered only after the
     database was unlocked."""
-    _, cache, root = model
-    folder = copy_of(model, "one-thread")
-    server = start_serve(folder, cache, root / "one-thread.log", "--no-llm", "--threads", "1")
+    server, folder = plain, model[2] / "plain"
     holder = sqlite3.connect(str(folder / "feedback.sqlite3"), timeout=1, isolation_level=None)
     answers: dict[str, tuple[httpx.Response, float]] = {}
 
@@ -215,7 +221,6 @@ def test_feedback_waits_for_its_own_threads_and_only_for_the_stores_wait(model):
         assert r.status_code == 200  # nothing wedged
     finally:
         holder.close()
-        server.stop()
 
 
 # ---- row 5: a user id with a slash can be erased ---------------------------------------------
@@ -254,7 +259,7 @@ def test_docs_and_sizes_are_closed_without_the_token(plain, model):
     body = httpx.get(plain.base + "/healthz", timeout=10).json()
     assert body["n_items"] is None and body["n_users"] is None
     folder, cache, root = model
-    cmd = [sys.executable, "-c", SERVE, str(cache), "--model-dir", str(folder)]
+    cmd = [sys.executable, "-m", "agent.cli.serve", "--model-dir", str(folder)]
     cmd += ["--port", str(free_port()), "--api-key", "visible-in-ps", "--no-llm"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2 and "--api-key is refused" in done.stdout + done.stderr

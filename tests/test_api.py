@@ -65,9 +65,14 @@ CHEAP = RecommenderConfig(
 )
 
 
-def build_model(folder: Path, cache: Path, encoder: TextEncoder | None = None) -> Path:
+def build_model(
+    folder: Path,
+    cache: Path,
+    encoder: TextEncoder | None = None,
+    config: RecommenderConfig = CHEAP,
+) -> Path:
     """Fit the tiny hybrid and save it to ``folder`` (seconds)."""
-    model = Recommender.fit(tiny_dataset(), CHEAP, encoder=encoder or fake_encoder(cache))
+    model = Recommender.fit(tiny_dataset(), config, encoder=encoder or fake_encoder(cache))
     model.save(folder)
     model.close()
     return folder
@@ -318,10 +323,11 @@ def test_a_request_that_finds_every_llm_slot_taken_answers_at_once_with_fallback
     from agent.llm.settings import LLMSettings
 
     calls = []
+    done = threading.Event()  # set once the second request is answered: no more waiting
 
     def slow(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        time.sleep(3.0)
+        done.wait(3.0)
         message = {"role": "assistant", "content": UNIVERSAL}
         return httpx.Response(200, json={"choices": [{"message": message}], "model": "m"})
 
@@ -336,6 +342,7 @@ def test_a_request_that_finds_every_llm_slot_taken_answers_at_once_with_fallback
         t0 = time.perf_counter()
         recs = m.recommend("u2", k=4)
         seconds = time.perf_counter() - t0
+        done.set()
         first.join()
     assert len(recs.items) == 4 and all(r.reason for r in recs.items)
     assert seconds < 1.5, seconds
@@ -428,6 +435,7 @@ def test_feedback_never_waits_behind_a_slow_llm_request_or_a_catalogue_writer(sa
         receipt = m.feedback("u2", "3", "like")
         feedback_seconds = time.perf_counter() - t0
         assert request.is_alive()  # the slow LLM call is still running
+        slow.release()  # shown: no need to wait out the other 9 s
         request.join(timeout=30)
     assert receipt.event_id > 0
     assert feedback_seconds < 0.2, f"feedback took {feedback_seconds:.3f} s"

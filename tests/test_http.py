@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from agent.serve.startup import check_auth_settings, is_loopback
 from encoders.text import TextEncoder, TextEncoderConfig
 from hyrec.data.snapshot import load_snapshot
 from tests.fakes import ScriptedLLM
-from tests.test_api import block, build_model, fake_encoder
+from tests.test_api import CHEAP, block, build_model, fake_encoder
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -674,55 +674,6 @@ def start_server(model_dir: Path, port: int, *extra: str, env: dict | None = Non
     raise RuntimeError("server did not answer /healthz in 120 s")
 
 
-def test_acknowledged_feedback_survives_sigkill_of_the_server(saved, tmp_path):
-    folder, _ = saved
-    model_dir = tmp_path / "model"
-    subprocess.run(["cp", "-r", str(folder), str(model_dir)], check=True)
-    port = free_port()
-    proc = start_server(model_dir, port, "--no-llm")  # needs no encoder: feedback only
-    acked: list[int] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def burst(worker: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10) as c:
-            i = 0
-            while not stop.is_set():
-                body = {"user_id": f"w{worker}", "item_id": str(i % 24), "event": "view"}
-                try:
-                    r = c.post("/v1/feedback", json=body)
-                except httpx.HTTPError:
-                    return  # the server is gone
-                if r.status_code == 200:
-                    with lock:
-                        acked.append(r.json()["event_id"])
-                i += 1
-
-    threads = [threading.Thread(target=burst, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # mid-burst
-    proc.wait()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acked) >= 200
-    stored = set(event_ids(model_dir / "feedback.sqlite3"))
-    assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged events lost"
-    proc = start_server(model_dir, port, "--no-llm")  # restarts on the same file
-    try:
-        board = httpx.get(f"http://127.0.0.1:{port}/v1/dashboard", headers=AUTH).json()
-        assert board["feedback"]["total"] == len(stored) >= len(acked)
-    finally:
-        proc.send_signal(signal.SIGTERM)  # graceful: uvicorn runs the lifespan shutdown
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
-    wal = model_dir / "feedback.sqlite3-wal"
-    assert not wal.exists() or wal.stat().st_size == 0  # the lifespan closed (checkpointed) it
-
-
 def store_children(pid: int) -> list[int]:
     """The item store processes (retrieval.store's child) started by process ``pid``."""
     found = []
@@ -751,13 +702,13 @@ def gone(pid: int, wait: float = 30.0) -> bool:
     return False
 
 
-def test_an_upserted_item_is_durable_and_queryable_with_the_store_in_its_own_process(
-    saved, tmp_path
-):
-    """`hyrec serve` runs its embedded item store in a child process by default: an upsert it
-    acknowledged is in chromadb (durable, queryable) even after the server is SIGKILLed, the
-    child exits with it, and the restarted server (here with HYREC_CHROMA_PROCESS=0: the store
-    in the server's process) serves the item again."""
+def test_what_a_sigkilled_server_acknowledged_survives_it(saved, tmp_path):
+    """Eight clients send feedback and one upserts an item; the server is SIGKILLed mid-burst.
+    Every acknowledged event is in the feedback database, the upserted item is in chromadb
+    (durable, queryable: the embedded item store runs in a child process by default, which exits
+    with the server), and the restarted server (here with HYREC_CHROMA_PROCESS=0: the store in
+    the server's process) counts every stored event and serves the item again. A SIGTERM then
+    shuts it down gracefully, checkpointing the database."""
     from retrieval.store import ItemStore, StoreConfig
     from tests.servers import start_serve
 
@@ -765,15 +716,45 @@ def test_an_upserted_item_is_durable_and_queryable_with_the_store_in_its_own_pro
     model_dir = tmp_path / "model"
     shutil.copytree(folder, model_dir)
     server = start_serve(model_dir, cache, tmp_path / "serve.log", "--no-llm", key=KEY)
+    acked: list[int] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def burst(worker: int) -> None:
+        with httpx.Client(base_url=server.base, headers=AUTH, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                body = {"user_id": f"w{worker}", "item_id": str(i % 24), "event": "view"}
+                try:
+                    r = c.post("/v1/feedback", json=body)
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    with lock:
+                        acked.append(r.json()["event_id"])
+                i += 1
+
+    threads = [threading.Thread(target=burst, args=(w,)) for w in range(8)]
     try:
         children = store_children(server.proc.pid)
         assert len(children) == 1, server.text()
+        for t in threads:
+            t.start()
         item = {"item_id": "fresh-1", "title": "gamma story, brand new", "description": "new"}
-        r = httpx.put(f"{server.base}/v1/items", json={"items": [item]}, headers=AUTH)
+        r = httpx.put(f"{server.base}/v1/items", json={"items": [item]}, headers=AUTH, timeout=30)
         assert r.status_code == 200 and r.json()["upserted"] == 1, r.text
+        deadline = time.monotonic() + 60
+        while len(acked) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
-        server.proc.kill()
+        server.proc.kill()  # mid-burst
         server.proc.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(acked) >= 200
+    stored = set(event_ids(model_dir / "feedback.sqlite3"))
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged events lost"
     assert gone(children[0]), "the store's child outlived the SIGKILLed server"
     store = ItemStore(StoreConfig(path=model_dir / "chroma", show_progress=False))
     vector = store.get_embeddings(["fresh-1"])  # KeyError if the upsert was not durable
@@ -787,16 +768,23 @@ def test_an_upserted_item_is_durable_and_queryable_with_the_store_in_its_own_pro
         assert health["n_items"] == 25  # the upsert, replayed from the feedback store
         r = httpx.post(f"{server.base}/v1/similar", json={"item_id": "fresh-1"}, headers=AUTH)
         assert r.status_code == 200, r.text
+        board = httpx.get(f"{server.base}/v1/dashboard", headers=AUTH).json()
+        assert board["feedback"]["total"] == len(stored) >= len(acked)
     finally:
-        assert server.stop() in (0, -signal.SIGTERM)
+        assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    wal = model_dir / "feedback.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # the lifespan closed (checkpointed) it
 
 
 @pytest.mark.integration
 def test_chat_then_recommend_then_feedback_with_the_embedded_llm(saved, tmp_path):
-    """The whole loop over HTTP with the packaged SmolLM2 behind llama.cpp (structure only)."""
+    """The whole loop over HTTP with the packaged SmolLM2 behind llama.cpp (structure only).
+    Each request may spend 10 s on the LLM, not 30: a stage that runs out falls back, and the
+    loop is the same."""
     pytest.importorskip("llama_cpp")
     encoder = TextEncoder(TextEncoderConfig(cache_dir=tmp_path / "cache", show_progress=False))
-    model_dir = build_model(tmp_path / "model", tmp_path / "cache", encoder=encoder)
+    config = replace(CHEAP, llm_budget=10.0)
+    model_dir = build_model(tmp_path / "model", tmp_path / "cache", encoder=encoder, config=config)
     port = free_port()
     proc = start_server(model_dir, port, "--llm")
     base = f"http://127.0.0.1:{port}"
@@ -862,6 +850,7 @@ def test_a_recommendation_that_finds_every_thread_busy_is_shed_with_a_503(saved,
         fb = c.post("/v1/feedback", json={"user_id": "u3", "item_id": "1", "event": "like"},
                     headers=AUTH)  # fmt: skip
         assert fb.status_code == 200
+        slow.release()
         first.join()
     with pytest.raises(ValueError, match="queue_wait"):
         create_app(model, api_key=KEY, queue_wait=0)

@@ -74,6 +74,19 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations, chat, feedback and catalogue updates over HTTP (FastAPI)."""
+    # the checks that need nothing imported come first: a bad flag is refused in a moment, not
+    # after the seconds that importing the model's libraries takes
+    try:
+        given_key = read_api_key(api_key, api_key_file)
+    except ValueError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+    if not (model_dir / "hybrid.json").is_file():  # before starting an LLM for nothing
+        console.print(f"[bold red]error:[/] {model_dir}: no saved model (run `hyrec fit` first)")
+        raise typer.Exit(code=2)
+    if not 0 < port < 65536:
+        console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
+        raise typer.Exit(code=2)
     import uvicorn
 
     from agent.feedback import StoreUnavailable
@@ -85,16 +98,10 @@ def serve(
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        key = check_auth_settings(host, read_api_key(api_key, api_key_file), no_auth)
+        key = check_auth_settings(host, given_key, no_auth)
     except ValueError as e:
         console.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(code=2) from None
-    if not (model_dir / "hybrid.json").is_file():  # before starting an LLM for nothing
-        console.print(f"[bold red]error:[/] {model_dir}: no saved model (run `hyrec fit` first)")
-        raise typer.Exit(code=2)
-    if not 0 < port < 65536:
-        console.print(f"[bold red]error:[/] --port must be in 1-65535, got {port}")
-        raise typer.Exit(code=2)
     try:
         stores = StoreSettings.resolve(feedback_url, chroma_url)
         stores.item_store()  # a bad URL fails here, before an LLM starts
