@@ -779,11 +779,11 @@ def test_what_a_sigkilled_server_acknowledged_survives_it(saved, tmp_path):
 @pytest.mark.integration
 def test_chat_then_recommend_then_feedback_with_the_embedded_llm(saved, tmp_path):
     """The whole loop over HTTP with the packaged SmolLM2 behind llama.cpp (structure only).
-    Each request may spend 10 s on the LLM, not 30: a stage that runs out falls back, and the
+    Each request may spend 4 s on the LLM, not 30: a stage that runs out falls back, and the
     loop is the same."""
     pytest.importorskip("llama_cpp")
     encoder = TextEncoder(TextEncoderConfig(cache_dir=tmp_path / "cache", show_progress=False))
-    config = replace(CHEAP, llm_budget=10.0)
+    config = replace(CHEAP, llm_budget=4.0)
     model_dir = build_model(tmp_path / "model", tmp_path / "cache", encoder=encoder, config=config)
     port = free_port()
     proc = start_server(model_dir, port, "--llm")
