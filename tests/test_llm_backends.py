@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -560,10 +561,15 @@ def test_embedded_command_passes_threads_and_context() -> None:
     config = EmbeddedServerConfig(model_path=Path(__file__), n_threads=2, n_ctx=1024, port=9)
     argv = EmbeddedServer(config).command(9)
     flags = dict(zip(argv[::2], argv[1::2], strict=True))
-    assert flags["--n_threads"] == flags["--n_threads_batch"] == "2"
+    assert flags["--n_threads"] == "2"
+    assert flags["--n_threads_batch"] == str(min(8, os.cpu_count() or 2))  # prompts: every core
     assert flags["--n_ctx"] == "1024"
     assert flags["--host"] == "127.0.0.1" and flags["--port"] == "9"
     assert flags["--model_alias"] == "smollm2"
+    config = EmbeddedServerConfig(model_path=Path(__file__), n_threads=1, n_threads_batch=3)
+    argv = EmbeddedServer(config).command(9)
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert flags["--n_threads"] == "1" and flags["--n_threads_batch"] == "3"
 
 
 # --- transformers prompt hint and CLI helpers -----------------------------------------------------

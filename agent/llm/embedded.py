@@ -100,6 +100,7 @@ class EmbeddedServerConfig:
     host: str = "127.0.0.1"  # loopback only: the server has no authentication
     port: int | None = None  # None: a free port picked at start
     n_threads: int | None = None  # None: all cores but one (hyrec's own), 1 to 8; see threads()
+    n_threads_batch: int | None = None  # prompt processing; None: every core, 1 to 8
     n_ctx: int = 2048  # context window in tokens; SmolLM2 was trained with 2048
     startup_timeout: float = 60.0  # seconds to wait for GET /v1/models to answer
     extra_args: tuple[str, ...] = ()  # more server flags, e.g. ("--n_gpu_layers", "-1")
@@ -108,6 +109,14 @@ class EmbeddedServerConfig:
         """Generation threads. On a 2-core host shared with hyrec's own work, 2 OpenMP threads
         measured 3-25x slower than 1 under load (busy-waiting on a taken core)."""
         return self.n_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
+
+    def batch_threads(self) -> int:
+        """Prompt-processing threads. A prompt is one batch of large matrix products, which a
+        core another process is using slows far less than token-by-token generation: the
+        406-token profile prompt took 4.2 s on 2 threads against 7.5 s on 1 with the cores idle,
+        6.7 against 7.2 s beside one busy process and 7.6 against 10.1 s beside two
+        (eval/results/llm_threads.json)."""
+        return self.n_threads_batch or max(1, min(8, os.cpu_count() or 2))
 
 
 class EmbeddedServer:
@@ -147,7 +156,7 @@ class EmbeddedServer:
             "--host", self.config.host,
             "--port", str(port),
             "--n_threads", str(self.config.threads()),
-            "--n_threads_batch", str(self.config.threads()),
+            "--n_threads_batch", str(self.config.batch_threads()),
             "--n_ctx", str(self.config.n_ctx),
             *self.config.extra_args,
         ]  # fmt: skip
