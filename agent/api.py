@@ -211,8 +211,13 @@ class Recommender:
         return replica.sync(self)
 
     def close(self) -> None:
-        """Close the feedback store (checkpointing its WAL; stopping the shared follower)."""
-        self.store.close()
+        """Close the feedback store (checkpointing its WAL; stopping the shared follower) and the
+        item store (:meth:`retrieval.store.ItemStore.close`)."""
+        try:
+            self.store.close()
+        finally:
+            if self.hybrid.store is not None:
+                self.hybrid.store.close()
 
     def __enter__(self) -> Self:
         return self

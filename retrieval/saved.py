@@ -66,8 +66,8 @@ def save_hybrid(model: HybridRecommender, path: Path) -> None:
     if model.store is not None and Path(model.store.config.path) != path / "chroma":
         if (path / "chroma").exists():
             shutil.rmtree(path / "chroma")
-        store = ItemStore(StoreConfig(path=path / "chroma", show_progress=False))
-        store.sync(model.dataset.items, f.embeddings)
+        with ItemStore(StoreConfig(path=path / "chroma", show_progress=False)) as store:
+            store.sync(model.dataset.items, f.embeddings)
 
 
 def load_hybrid(

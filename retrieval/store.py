@@ -103,8 +103,8 @@ class ItemStore:
     Writes (:meth:`sync`, :meth:`upsert`, :meth:`delete`) validate every input before the first
     write, so a ValueError leaves the store as it was. A write that fails inside Chroma midway can
     leave some batches written; :meth:`sync` is idempotent, so run it again. :meth:`close` (or
-    ``with``) stops an own-process store's child once no other store uses it; otherwise it exits
-    with this process.
+    ``with``) stops an own-process store's child once no other store uses it, and closes an
+    in-process or server store's client.
     """
 
     def __init__(self, config: StoreConfig) -> None:
@@ -157,9 +157,14 @@ class ItemStore:
 
     def close(self) -> None:
         """Stop the child process once no other store of this process uses it (after its calls
-        in flight); a no-op for an in-process or server store."""
+        in flight); an in-process or server store closes its chromadb client. Chromadb shares one
+        system per folder among a process's clients until the last closes: a folder deleted and
+        opened again under a client left open gets that client's stale database ("attempt to
+        write a readonly database", "no such table")."""
         if self._child is not None:
             self._release()
+        else:
+            self.client.close()  # idempotent
 
     def __enter__(self) -> ItemStore:
         return self

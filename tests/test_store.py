@@ -284,6 +284,29 @@ def test_reopen_gives_the_same_results(store, tmp_path):
     assert [[tuple(h) for h in row] for row in reopened["hits"]] == [h.pairs() for h in expected]
 
 
+def test_a_closed_store_folder_can_be_deleted_and_opened_again_in_this_process(tmp_path):
+    """What saving a model into the folder it was loaded from does (``retrieval/saved.py``):
+    chromadb shares one system per folder among a process's clients, and before close() released
+    it, the store opened on the recreated folder wrote into the deleted files: it answered, and
+    the folder on disk was empty."""
+    path = tmp_path / "chroma"
+    first = open_store(path)
+    assert not first.own_process
+    first.sync(*catalogue())
+    first.close()
+    first.close()  # idempotent
+    shutil.rmtree(path)
+    with open_store(path) as again:
+        again.sync(*catalogue())
+        assert again.count() == 12
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", REOPEN, str(path)],
+        capture_output=True, text=True, cwd=root, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout.strip().splitlines()[-1])["count"] == 12  # 0 before the fix
+
+
 # --- configuration and metadata ------------------------------------------------------------------
 
 
