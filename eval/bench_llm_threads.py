@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing as mp
 import os
 import statistics
@@ -23,25 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.llm import Completion, LLMError, Message
+from agent.llm import Message
 from agent.llm.embedded import EmbeddedServer, EmbeddedServerConfig
 from agent.llm.openai_backend import OpenAICompatibleLLM
 from agent.llm.settings import LLMSettings
 from agent.stages.profile_types import ProfileEvent
 from agent.stages.profiles import ProfileConfig, ProfileService
-
-
-class _Capture:
-    """An LLM that keeps the messages of its first call and fails it (the prompt is all we need)."""
-
-    name = "capture"
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    def complete(self, messages, **_: Any) -> Completion:
-        self.messages = list(messages)
-        raise LLMError("captured")
 
 
 def profile_prompt() -> list[Message]:
@@ -57,10 +43,7 @@ def profile_prompt() -> list[Message]:
             ]
         )
     ]
-    capture = _Capture()
-    logging.getLogger("agent.stages.profiles").setLevel(logging.ERROR)  # its fallback warning
-    ProfileService(capture, config=ProfileConfig(show_progress=False)).profile("u", events)
-    return capture.messages
+    return ProfileService(None, config=ProfileConfig(show_progress=False)).messages(events)
 
 
 def _busy() -> None:
