@@ -39,7 +39,7 @@ def feedback(
     stored = model.store.add(user, item_id, event, value, client_id=event_id)
     if model.profiles is not None:
         try:  # after the commit: a failure here must not fail an event that is stored
-            model.profiles.forget(model._user_key(user))  # stale: rebuilt on the next request
+            model.profiles.drop_stale(model._user_key(user))  # rebuilt on the next request
         except OSError as e:
             log.warning("feedback stored, but the cached profile could not be dropped: %s", e)
     positive = is_positive(event, value, model.config.positive_rating)

@@ -208,6 +208,10 @@ class ALS(_FactorModel):
     kind: ClassVar[str] = "als"
     config_cls: ClassVar[type] = ALSConfig
 
+    def __init__(self, config: ALSConfig | None = None) -> None:
+        super().__init__(config)
+        self._fold_in_solver: AlternatingLeastSquares | None = None
+
     def _model(self) -> AlternatingLeastSquares:
         c = self.config
         return AlternatingLeastSquares(
@@ -230,10 +234,21 @@ class ALS(_FactorModel):
 
     def _fold_in(self, history: History) -> np.ndarray:
         # implicit's least-squares solve for user vectors with the item factors fixed
-        with threadpool_limits(1, "blas"):
-            model = self._model()
-            model.item_factors = self.item_factors
-            return model.recalculate_user(np.arange(len(history)), history.matrix)
+        return self._solver().recalculate_user(np.arange(len(history)), history.matrix)
+
+    def _solver(self) -> AlternatingLeastSquares:
+        """The fold-in solver, built once per item factors: its Yᵀ·Y (n_items · d², what a
+        solve costs most on a large catalogue) and the BLAS thread limit (threadpoolctl scans
+        the loaded libraries, ~1.8 ms) were paid on every request when it was built per call.
+        Two threads may both build it; either copy is the same."""
+        solver = self._fold_in_solver
+        if solver is None or solver.item_factors is not self.item_factors:
+            solver = self._model()
+            solver.item_factors = self.item_factors
+            with threadpool_limits(1, "blas"):
+                _ = solver.YtY  # computed now, read by every later solve
+            self._fold_in_solver = solver
+        return solver
 
 
 @dataclass(frozen=True)

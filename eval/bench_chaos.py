@@ -117,6 +117,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_end = round(os.getloadavg()[0], 2)
     rec = merge(states)
     service.stop()
+    kept_log = None
+    if rec["unexpected"]:  # the work folder goes at the end: keep what explains the 5xx
+        kept_log = tempfile.mkstemp(prefix="hyrec-chaos-server-", suffix=".log")[1]
+        shutil.copyfile(work / "server.log", kept_log)
     llm.shutdown()
     db = sqlite3.connect(str(model_dir / "feedback.sqlite3"))
     stored = {cid: eid for eid, cid in db.execute("SELECT id, client_id FROM events")}
@@ -158,6 +162,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "endpoints": endpoints,
         "unexpected_5xx": rec["unexpected"][:20],
         "n_unexpected_5xx": len(rec["unexpected"]),
+        "server_log_kept": kept_log,  # only when there were unexpected 5xx
         "acknowledged_events": len(rec["acked"]),
         "lost_acknowledged_events": len(lost),
         "duplicated_idempotent_events": int(twice),

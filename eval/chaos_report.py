@@ -103,7 +103,12 @@ def table(report: dict[str, Any]) -> str:
     e, lag = report["connection_errors"], report["load_generator_loop_lag_ms"]
     lines += [
         "",
-        f"- 5xx other than the documented 503s: {report['n_unexpected_5xx']}",
+        f"- 5xx other than the documented 503s: {report['n_unexpected_5xx']}"
+        + (
+            f" (server log kept at {report['server_log_kept']})"
+            if report.get("server_log_kept")
+            else ""
+        ),
         f"- acknowledged events: {report['acknowledged_events']}, lost: "
         f"{report['lost_acknowledged_events']}",
         f"- idempotent events stored twice: {report['duplicated_idempotent_events']} "

@@ -334,7 +334,7 @@ def test_a_failing_profile_cache_after_the_commit_does_not_fail_the_event(model,
     def broken(self, pseudonym):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ProfileCache, "forget", broken)
+    monkeypatch.setattr(ProfileCache, "drop_stale", broken)
     with TestClient(create_app(rec, api_key=KEY), raise_server_exceptions=False) as client:
         body = {"user_id": "u1", "item_id": "4", "event": "like", "event_id": "e-1"}
         r = client.post("/v1/feedback", json=body, headers=AUTH)

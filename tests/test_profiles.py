@@ -381,6 +381,33 @@ def test_forget_drops_every_variant_and_a_profile_computed_meanwhile_is_not_cach
     assert service.cache.get(key) is None
 
 
+def test_a_changed_history_drops_the_users_profiles_without_scanning_the_cache(
+    events, tmp_path, monkeypatch
+) -> None:
+    service = ProfileService(
+        ScriptedLLM([GOOD], repeat_last=True), cache_dir=tmp_path, config=QUIET
+    )
+    service.profile("u1", events)
+    service.profile("u1", events[:3], variant="with-request-items")
+    service.profile("u2", events)
+    files = lambda: sorted(p.name for p in tmp_path.glob("*.json"))  # noqa: E731
+    assert len(files()) == 3 and len(service.cache) == 3
+    monkeypatch.setattr(Path, "glob", lambda *a, **k: pytest.fail("drop_stale scanned the cache"))
+    service.drop_stale("u1")
+    monkeypatch.undo()
+    assert len(files()) == 1 and len(service.cache) == 1  # u2's profile stays
+    calls = service.stats["llm_calls"]
+    service.profile("u1", events)  # rebuilt, not read back
+    assert service.stats["llm_calls"] == calls + 1
+    # the LRU bound keeps the per-user index in step with memory
+    service.cache.max_entries = 1
+    service.profile("u3", events)
+    assert len(service.cache) == 1 and set(service.cache._variants) == {
+        service.user_pseudonym("u3")
+    }
+    service.drop_stale("u1")  # evicted already: nothing held, nothing fails
+
+
 def test_the_profile_cache_is_bounded_in_memory_and_on_disk(events, tmp_path) -> None:
     from agent.stages.profile_cache import ProfileCache
 

@@ -14,6 +14,9 @@ place; a cache that cannot be read or written costs a recomputation, never a req
 * **Erasure**: :meth:`ProfileCache.forget` drops every variant of the user, in memory and on disk,
   and bumps the user's generation: a profile that was being computed while the user was forgotten
   is not written back (:meth:`put` with the generation read before the computation).
+* **Staleness**: a feedback event drops the user's profiles this process holds
+  (:meth:`ProfileCache.drop_stale`, in O(the user's variants)); an entry built from an older
+  history is never served anyway, since its key holds the history's fingerprint.
 * **Shared** (``entries=``, server replicas on one PostgreSQL): entries are kept in the shared
   store (:class:`SharedEntries`, e.g. :class:`agent.feedback.postgres.PostgresFeedbackStore`)
   instead of files, so a profile computed by one replica is served by all; files already in
@@ -79,6 +82,7 @@ class ProfileCache:
         self.max_files = max_files
         self._salt = salt or self._load_salt()
         self._memory: OrderedDict[tuple[str, str], tuple[Key, InterestProfile]] = OrderedDict()
+        self._variants: dict[str, set[str]] = {}  # pseudonym → its variants in _memory
         self._generation: dict[str, int] = {}
         self._files: OrderedDict[str, None] | None = None  # file names, least recently used first
         self._lock = threading.Lock()
@@ -124,10 +128,10 @@ class ProfileCache:
         """Drop every variant of the user, in memory and on disk; returns how many were dropped."""
         with self._lock:
             self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
-            slots = [s for s in self._memory if s[0] == pseudonym]
-            for s in slots:
-                del self._memory[s]
-        dropped = len(slots)
+            variants = self._variants.pop(pseudonym, set())
+            for variant in variants:
+                del self._memory[(pseudonym, variant)]
+        dropped = len(variants)
         if self.entries is not None:
             try:
                 dropped += self.entries.drop_profiles(pseudonym)
@@ -143,6 +147,34 @@ class ProfileCache:
                         self._files.pop(path.name, None)
         return dropped
 
+    def drop_stale(self, pseudonym: str) -> None:
+        """After the user's history changed (a feedback event): drop the user's profiles from
+        memory and the files of those variants and of the user's own history, so the next
+        request rebuilds them, in O(the user's variants); :meth:`forget` scans the whole cache.
+        Not an erasure: a file of another variant that another process wrote, or a replica's
+        shared entry, stays until it is overwritten or evicted, and is never served, since its
+        key holds the old history's fingerprint.
+
+        Raises:
+            OSError: a file could not be removed (the caller's event is stored already).
+        """
+        with self._lock:
+            self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
+            variants = self._variants.pop(pseudonym, set())
+            for variant in variants:
+                del self._memory[(pseudonym, variant)]
+        if self.cache_dir is None or self.entries is not None:
+            return
+        for variant in variants | {""}:
+            path = self._path((pseudonym, variant))
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                if self._files is not None:
+                    self._files.pop(path.name, None)
+
     def __len__(self) -> int:
         return len(self._memory)
 
@@ -151,8 +183,13 @@ class ProfileCache:
         with self._lock:
             self._memory[key[:2]] = (key, profile)
             self._memory.move_to_end(key[:2])
+            self._variants.setdefault(key[0], set()).add(key[1])
             while len(self._memory) > self.max_entries:
-                self._memory.popitem(last=False)
+                (pseudonym, variant), _ = self._memory.popitem(last=False)
+                held = self._variants[pseudonym]
+                held.discard(variant)
+                if not held:
+                    del self._variants[pseudonym]
 
     def _path(self, key: Key) -> Path:
         assert self.cache_dir is not None

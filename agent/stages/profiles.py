@@ -143,6 +143,11 @@ class ProfileService:
         computed meanwhile is not cached. Returns how many entries were dropped."""
         return self.cache.forget(self.user_pseudonym(user_key))
 
+    def drop_stale(self, user_key: str) -> None:
+        """The user's history changed: drop what this process caches of the user
+        (:meth:`agent.stages.profile_cache.ProfileCache.drop_stale`)."""
+        self.cache.drop_stale(self.user_pseudonym(user_key))
+
     # -- profiling ------------------------------------------------------------------------------
     def profile(
         self, user_key: str, events: Sequence[ProfileEvent], variant: str = ""
