@@ -24,6 +24,7 @@ import os
 import re
 import string
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,31 +146,36 @@ class EmbeddingCache:
 
     Each shard holds ``keys`` (n,) sha256 hex strings and ``vectors`` (n, d) float32. Shards are
     written under a temporary name and renamed into place, so readers only ever see whole shards;
-    several processes may add shards to the same folder.
+    several processes may add shards to the same folder, and several threads may share one cache
+    (concurrent upserts encode outside the model lock): ``_lock`` guards ``_vectors`` and
+    ``_seen``, so a compaction never iterates ``_seen`` while another thread adds to it (which
+    was a sporadic 500 on ``PUT /v1/items`` in the chaos bench).
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._vectors: dict[str, np.ndarray] = {}
         self._seen: set[str] = set()  # shard file names already read
+        self._lock = threading.RLock()  # _vectors and _seen; compact() runs inside add()'s hold
 
     def refresh(self) -> None:
         """Read shards written since the last call (by this or another process)."""
         if not self.folder.is_dir():
             return
-        for shard in sorted(self.folder.glob("shard-*.npz")):
-            if shard.name in self._seen:
-                continue
-            try:
-                with np.load(shard, allow_pickle=False) as z:
-                    keys, vectors = z["keys"], z["vectors"]
-            except FileNotFoundError:  # merged away by another process between glob and load
-                continue
-            except (OSError, ValueError, KeyError) as e:
-                log.warning("skipping unreadable embedding cache shard %s: %s", shard, e)
-                continue
-            self._vectors.update(zip(keys.tolist(), vectors, strict=True))
-            self._seen.add(shard.name)
+        with self._lock:
+            for shard in sorted(self.folder.glob("shard-*.npz")):
+                if shard.name in self._seen:
+                    continue
+                try:
+                    with np.load(shard, allow_pickle=False) as z:
+                        keys, vectors = z["keys"], z["vectors"]
+                except FileNotFoundError:  # merged away by another process between glob and load
+                    continue
+                except (OSError, ValueError, KeyError) as e:
+                    log.warning("skipping unreadable embedding cache shard %s: %s", shard, e)
+                    continue
+                self._vectors.update(zip(keys.tolist(), vectors, strict=True))
+                self._seen.add(shard.name)
 
     def get(self, key: str) -> np.ndarray | None:
         return self._vectors.get(key)
@@ -179,20 +185,22 @@ class EmbeddingCache:
         if not len(keys):
             return
         name = self._write(np.asarray(keys, dtype="<U64"), np.asarray(vectors, dtype=np.float32))
-        self._vectors.update(zip(keys, vectors, strict=True))
-        self._seen.add(name)
-        if len(self._seen) > _MAX_SHARDS:
-            self.compact()
+        with self._lock:
+            self._vectors.update(zip(keys, vectors, strict=True))
+            self._seen.add(name)
+            if len(self._seen) > _MAX_SHARDS:
+                self.compact()
 
     def compact(self) -> None:
         """Merge every shard read so far into one (shards added meanwhile by others are kept)."""
-        merged = [s for s in self._seen if (self.folder / s).exists()]
-        keys = list(self._vectors)
-        vectors = np.stack([self._vectors[k] for k in keys])
-        name = self._write(np.asarray(keys, dtype="<U64"), vectors)
-        for shard in merged:
-            (self.folder / shard).unlink(missing_ok=True)
-        self._seen = {name}
+        with self._lock:
+            merged = [s for s in self._seen if (self.folder / s).exists()]
+            keys = list(self._vectors)
+            vectors = np.stack([self._vectors[k] for k in keys])
+            name = self._write(np.asarray(keys, dtype="<U64"), vectors)
+            for shard in merged:
+                (self.folder / shard).unlink(missing_ok=True)
+            self._seen = {name}
 
     def _write(self, keys: np.ndarray, vectors: np.ndarray) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)

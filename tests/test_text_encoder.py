@@ -5,6 +5,8 @@ the real packaged MiniLM."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +310,39 @@ def test_packaged_minilm(tmp_path):
     assert alien > toy_story
     enc.encode_items(docs)
     assert enc.last_encoded == 0
+
+
+class _SlowModel:
+    """Sleeps like a forward pass (releasing the GIL), so that threads interleave."""
+
+    def encode(self, texts, **kwargs):
+        time.sleep(0.002)
+        return np.ones((len(texts), 4), np.float32)
+
+
+def test_concurrent_encodes_share_one_cache(tmp_path):
+    """Concurrent upserts encode outside the model lock, each adding a shard; a compaction in one
+    thread must not iterate the shard set while another adds to it (a sporadic 500 on
+    ``PUT /v1/items`` in the chaos bench: "Set changed size during iteration")."""
+    config = TextEncoderConfig(cache_dir=tmp_path, show_progress=False)
+    encoder = TextEncoder(config, model=_SlowModel())
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def upserts(n: int) -> None:
+        start.wait()
+        for r in range(60):
+            try:
+                encoder.encode_items([Item(f"{n}-{r}", f"item {n}-{r}")])
+            except Exception as e:  # collected and asserted below
+                errors.append(e)
+
+    threads = [threading.Thread(target=upserts, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, f"{len(errors)} failed, first: {errors[0]!r}"
+    again = TextEncoder(config, model=_SlowModel())
+    again.encode_items([Item(f"{n}-{r}", f"item {n}-{r}") for n in range(8) for r in range(60)])
+    assert again.last_encoded == 0  # every vector reached the disk cache
