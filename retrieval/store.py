@@ -50,6 +50,7 @@ here, so ``from retrieval.store import ...`` keeps working.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -326,7 +327,8 @@ class ItemStore:
             # Chroma applies it when the collection is next loaded (e.g. in a new process)
             with warnings.catch_warnings():  # Chroma warns about its own no-function config
                 warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
-                self.collection.modify(configuration={"hnsw": {"ef_search": wanted["ef_search"]}})
+                change = {"hnsw": {"ef_search": wanted["ef_search"]}}
+                _while_locked(lambda: self.collection.modify(configuration=change))
             log.info("collection %r: ef_search set to %d", name, wanted["ef_search"])
 
     def _records(self, items: Sequence[Item], embeddings: Embeddings, *, embed: bool) -> _Records:
@@ -383,3 +385,16 @@ class ItemStore:
         if not self.config.show_progress or len(batches) < 2:
             return iter(batches)
         return iter(tqdm(batches, desc=f"{verb} {n} items", unit="batch", leave=False))
+
+
+def _while_locked(call: Any, wait: float = 5.0) -> Any:
+    """``call()``, tried for up to ``wait`` s while chromadb's SQLite is "database is locked"
+    (another client of the folder writing): a change made once at open waits, not fails."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return call()
+        except Exception as e:  # chromadb's InternalError, or the store process's error
+            if "database is locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

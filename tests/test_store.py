@@ -623,3 +623,24 @@ def test_http_server(chroma_server):
     assert store.sync(items[1:], vectors[1:]) == SyncReport(deleted=1, unchanged=11)
     hits = store.query(axis(0), 3, where=Filter(genres_any=("Comedy",)), exclude_ids=["a1"])[0]
     assert len(hits) == 3 and set(ids_of(hits)) <= set(A_IDS) - {"a0", "a1"}
+
+
+def test_a_locked_chroma_database_at_open_is_waited_for_not_failed():
+    """chromadb's SQLite is briefly locked while another client of the folder writes (seen as a
+    flaky 'database is locked' when a store reopened a folder with another ef_search)."""
+    from retrieval.store import _while_locked
+
+    answers = [RuntimeError("Database error: (code: 5) database is locked")] * 2 + ["done"]
+
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert _while_locked(call) == "done" and not answers
+    with pytest.raises(ValueError, match="other"):  # anything else fails at once
+        _while_locked(lambda: (_ for _ in ()).throw(ValueError("other")))
+    locked = RuntimeError("database is locked")
+    with pytest.raises(RuntimeError, match="locked"):  # and a lock that stays, after the wait
+        _while_locked(lambda: (_ for _ in ()).throw(locked), wait=0.2)
