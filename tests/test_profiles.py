@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -359,16 +360,23 @@ def test_real_server_profile_has_the_right_structure(llm_server, events) -> None
         assert p.fallback_reason and p.likes == fallback_profile(events).likes
 
 
-def test_forget_drops_every_variant_and_a_profile_computed_meanwhile_is_not_cached(
-    events, tmp_path
-) -> None:
+@pytest.fixture
+def two_users_cached(events, tmp_path) -> tuple[ProfileService, Callable[[], list[str]]]:
+    """A service whose disk cache holds u1's own and one named-items variant, and u2's; and
+    the cache's file names."""
     service = ProfileService(
         ScriptedLLM([GOOD], repeat_last=True), cache_dir=tmp_path, config=QUIET
     )
     service.profile("u1", events)
     service.profile("u1", events[:3], variant="with-request-items")
     service.profile("u2", events)
-    files = lambda: sorted(p.name for p in tmp_path.glob("*.json"))  # noqa: E731
+    return service, lambda: sorted(p.name for p in tmp_path.glob("*.json"))
+
+
+def test_forget_drops_every_variant_and_a_profile_computed_meanwhile_is_not_cached(
+    events, two_users_cached
+) -> None:
+    service, files = two_users_cached
     assert len(files()) == 3 and not any("u1" in name or "u2" in name for name in files())
     assert service.forget("u1") == 4  # two in memory, two on disk
     assert len(files()) == 1 and len(service.cache) == 1
@@ -382,15 +390,9 @@ def test_forget_drops_every_variant_and_a_profile_computed_meanwhile_is_not_cach
 
 
 def test_a_changed_history_drops_the_users_profiles_without_scanning_the_cache(
-    events, tmp_path, monkeypatch
+    events, two_users_cached, monkeypatch
 ) -> None:
-    service = ProfileService(
-        ScriptedLLM([GOOD], repeat_last=True), cache_dir=tmp_path, config=QUIET
-    )
-    service.profile("u1", events)
-    service.profile("u1", events[:3], variant="with-request-items")
-    service.profile("u2", events)
-    files = lambda: sorted(p.name for p in tmp_path.glob("*.json"))  # noqa: E731
+    service, files = two_users_cached
     assert len(files()) == 3 and len(service.cache) == 3
     monkeypatch.setattr(Path, "glob", lambda *a, **k: pytest.fail("drop_stale scanned the cache"))
     service.drop_stale("u1")
