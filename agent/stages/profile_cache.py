@@ -126,25 +126,14 @@ class ProfileCache:
 
     def forget(self, pseudonym: str) -> int:
         """Drop every variant of the user, in memory and on disk; returns how many were dropped."""
-        with self._lock:
-            self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
-            variants = self._variants.pop(pseudonym, set())
-            for variant in variants:
-                del self._memory[(pseudonym, variant)]
-        dropped = len(variants)
+        dropped = len(self._drop_from_memory(pseudonym))
         if self.entries is not None:
             try:
                 dropped += self.entries.drop_profiles(pseudonym)
             except Exception as e:  # the user's deletion itself drops them in its transaction
                 log.warning("could not drop shared profile entries: %s", e)
         if self.cache_dir is not None and self.cache_dir.is_dir():
-            for path in self.cache_dir.glob(f"{pseudonym}.*json"):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    dropped += 1
-                with self._lock:
-                    if self._files is not None:
-                        self._files.pop(path.name, None)
+            dropped += sum(self._remove_file(p) for p in self.cache_dir.glob(f"{pseudonym}.*json"))
         return dropped
 
     def drop_stale(self, pseudonym: str) -> None:
@@ -158,27 +147,38 @@ class ProfileCache:
         Raises:
             OSError: a file could not be removed (the caller's event is stored already).
         """
-        with self._lock:
-            self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
-            variants = self._variants.pop(pseudonym, set())
-            for variant in variants:
-                del self._memory[(pseudonym, variant)]
+        variants = self._drop_from_memory(pseudonym)
         if self.cache_dir is None or self.entries is not None:
             return
         for variant in variants | {""}:
-            path = self._path((pseudonym, variant))
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            with self._lock:
-                if self._files is not None:
-                    self._files.pop(path.name, None)
+            self._remove_file(self._path((pseudonym, variant)))
 
     def __len__(self) -> int:
         return len(self._memory)
 
     # ---- internals ------------------------------------------------------------------------------
+    def _drop_from_memory(self, pseudonym: str) -> set[str]:
+        """Bump the user's generation and drop their profiles from memory; their variants."""
+        with self._lock:
+            self._generation[pseudonym] = self._generation.get(pseudonym, 0) + 1
+            variants = self._variants.pop(pseudonym, set())
+            for variant in variants:
+                del self._memory[(pseudonym, variant)]
+        return variants
+
+    def _remove_file(self, path: Path) -> bool:
+        """Delete one profile file and its place in the LRU; whether it was there. Raises
+        OSError (other than a missing file)."""
+        try:
+            path.unlink()
+            removed = True
+        except FileNotFoundError:
+            removed = False
+        with self._lock:
+            if self._files is not None:
+                self._files.pop(path.name, None)
+        return removed
+
     def _remember(self, key: Key, profile: InterestProfile) -> None:
         with self._lock:
             self._memory[key[:2]] = (key, profile)
