@@ -63,6 +63,30 @@ def test_recall_against_exact_scoring_is_high(rng):
     assert np.mean(recalls) >= 0.9
 
 
+def test_untrained_items_and_one_outlier_norm_do_not_hide_the_items_that_score(rng):
+    """Two thirds of the items never trained (zero factors, as ALS leaves them) and one popular
+    item with a norm far above the rest: the shape of ALS on a 10⁶-item catalogue, where the
+    index once found none of the exact top items (old code: recall 0.0 here)."""
+    v = clustered(rng, n=20_000, d=32) * 0.02
+    v[rng.random(len(v)) < 2 / 3] = 0.0
+    v[np.flatnonzero(v.any(axis=1))[0]] *= 1_000
+    index = VectorIndex(v, AnnConfig(nprobe=8))  # of ~80 cells, as 128 of 1,000 at 10⁶
+    none = np.zeros(0, np.int64)
+    recalls = []
+    for _ in range(20):
+        q = 0.05 * rng.normal(size=v.shape[1]).astype(np.float32)
+        items, scores = index.search(q, 50, none)
+        assert len(items) == 50 and v[items].any(axis=1).all()
+        recalls.append(len(set(items) & exact_top(v, q, 50)) / 50)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_all_zero_vectors_still_search():
+    index = VectorIndex(np.zeros((500, 8), np.float32))
+    items, scores = index.search(np.ones(8, np.float32), 10, np.array([0, 1]))
+    assert len(items) == 10 and not {0, 1} & set(items) and (scores == 0).all()
+
+
 def test_one_probed_cell_finds_less_than_many(rng):
     """The recall above is the index's doing, not an exhaustive scan in disguise."""
     v = clustered(rng)
