@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
-import scipy.sparse as sp
 
 from encoders.base import (
     FitData,
@@ -67,7 +66,7 @@ class SemanticScorer:
         """(B, d) unit-norm query vectors (zero rows for empty histories)."""
         if self.item_embeddings is None:
             raise NotFittedError("SemanticScorer.fit() first")
-        return unit_rows(self._weights(history) @ self.item_embeddings)
+        return unit_rows(self._recent_sum(history))
 
     def user_vectors(self, history: History) -> np.ndarray:
         """The query vectors (:class:`encoders.base.FactorScorer`: score = these @ items.T)."""
@@ -83,29 +82,18 @@ class SemanticScorer:
         """(B, n_items) float32 cosine between each user's query vector and every item."""
         return self.query_vectors(history) @ self.item_embeddings.T
 
-    def _weights(self, history: History) -> sp.csr_matrix:
-        """(B, n_items) recency weights; an item seen twice in the window gets both weights."""
-        n_items = len(self.item_embeddings)
-        rows, cols, vals = [], [], []
+    def _recent_sum(self, history: History) -> np.ndarray:
+        """(B, d) recency-weighted sum of each user's recent item vectors; an item seen twice in
+        the window counts twice. Row by row: a sparse (B, n_items) weight matrix cost 0.45 ms
+        to build for one request on a 10⁵-item catalogue."""
+        emb = self.item_embeddings
+        out = np.zeros((len(history), emb.shape[1]), np.float32)
         for row, seq in enumerate(history.sequences):
             recent = np.asarray(seq[-self.config.recent :][::-1], dtype=np.int64)  # latest first
-            recent = recent[(recent >= 0) & (recent < n_items)]
-            rows.append(np.full(len(recent), row))
-            cols.append(recent)
-            vals.append(self.config.decay ** np.arange(len(recent), dtype=np.float32))
-        w = sp.csr_matrix(
-            (
-                np.concatenate(vals or [np.zeros(0, np.float32)]),
-                (
-                    np.concatenate(rows or [np.zeros(0, np.int64)]),
-                    np.concatenate(cols or [np.zeros(0, np.int64)]),
-                ),
-            ),
-            shape=(len(history), n_items),
-            dtype=np.float32,
-        )
-        w.sum_duplicates()
-        return w
+            recent = recent[(recent >= 0) & (recent < len(emb))]
+            weights = self.config.decay ** np.arange(len(recent), dtype=np.float32)
+            out[row] = weights @ emb[recent]
+        return out
 
     def save(self, path: Path) -> None:
         if self.item_embeddings is None:

@@ -94,7 +94,7 @@ class VectorIndex:
                 return best_first(pool, self.vectors[pool] @ query, n)
             head = head[allowed[head]]
         else:
-            head = head[~np.isin(head, seen)]
+            head = unseen(head, seen)
         found = self._cells(query, n, seen, allowed) if self.index is not None else head[:0]
         pool = np.concatenate([head, found])
         return best_first(pool, self.vectors[pool] @ query, n)
@@ -108,7 +108,7 @@ class VectorIndex:
         if allowed is None:
             _, found = index.search(q, min(index.ntotal, n + len(seen)))
             found = found[0][found[0] >= 0]
-            return found[~np.isin(found, seen)][:n]
+            return unseen(found, seen)[:n]
         bits = np.packbits(allowed, bitorder="little")
         f = self._faiss
         # a filter keeping a share p of the items finds about p of each cell: read more cells
@@ -119,6 +119,16 @@ class VectorIndex:
         )
         _, found = index.search(q, min(n, count), params=params)
         return found[0][found[0] >= 0]
+
+
+def unseen(items: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``items`` that are not in ``seen``, in their order: a lookup in sorted ``seen`` (np.isin
+    sorts both arrays; on a request's few hundred items it was 0.8 ms of a 10 ms request)."""
+    if not len(seen) or not len(items):
+        return items
+    s = np.sort(seen)
+    at = np.minimum(np.searchsorted(s, items), len(s) - 1)
+    return items[s[at] != items]
 
 
 def best_first(items: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

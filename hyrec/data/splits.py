@@ -43,14 +43,14 @@ class History:
     @cached_property
     def matrix(self) -> sp.csr_matrix:
         """(B, n_items) binary CSR of the items in each history."""
-        rows = np.repeat(np.arange(len(self)), [len(s) for s in self.sequences])
-        cols = np.concatenate(self.sequences) if self.sequences else np.zeros(0, np.int64)
-        m = sp.csr_matrix(
-            (np.ones(len(cols), np.float32), (rows, cols)), shape=(len(self), self.n_items)
+        # built as CSR directly: through COO and sum_duplicates it was 0.45 ms for one row
+        rows = [np.unique(s) for s in self.sequences]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(r) for r in rows], out=indptr[1:])
+        cols = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        return sp.csr_matrix(
+            (np.ones(len(cols), np.float32), cols, indptr), shape=(len(self), self.n_items)
         )
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
 
     def __getitem__(self, index: slice | np.ndarray) -> History:
         """The rows at ``index`` (a slice, integer positions or a boolean mask)."""
