@@ -200,13 +200,15 @@ def _caps(model, data) -> dict[str, int]:
 
     inner, _ = inner_split(data.train)
     users = int((np.bincount(inner.user) >= 2).sum())
+    # LightGCN's work is its graph's edges: distinct (user, item) pairs, not events (repeats)
+    pairs = len(np.unique(inner.user.astype(np.int64) * (int(inner.item.max()) + 1) + inner.item))
     out = {}
     for name, scorer in model.components.items():
         c = getattr(scorer, "config", None)
         if name == "sasrec":
             out[name] = epoch_budget(c.max_epochs, c.patience, users, c.max_work)[0]
         elif name == "lightgcn":
-            out[name] = epoch_budget(c.max_epochs, c.patience, len(inner.user), c.max_work)[0]
+            out[name] = epoch_budget(c.max_epochs, c.patience, pairs, c.max_work)[0]
     return out
 
 
