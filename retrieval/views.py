@@ -168,7 +168,13 @@ class ConstantScores:
         return not self.flat
 
     def at(self, row: int, items: np.ndarray) -> np.ndarray:
-        return self.scores[items]
+        # items added after the fit (catalogue growth) get the mean: neutral, as in FactorScores
+        known = items < self.n
+        if known.all():
+            return self.scores[items]
+        out = np.full(len(items), self.total / max(self.n, 1), np.float32)
+        out[known] = self.scores[items[known]]
+        return out
 
     def top(self, row: int, n: int, seen: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         order = self.order if allowed is None else self.order[allowed[self.order]]
@@ -176,6 +182,7 @@ class ConstantScores:
         return head[~np.isin(head, seen)][:n].astype(np.int64)
 
     def stats(self, row: int, seen: np.ndarray) -> tuple[float, float]:
+        seen = seen[seen < self.n]
         done = self.scores[seen].astype(np.float64)
         count = max(self.n - len(seen), 1)
         mean = (self.total - done.sum()) / count
@@ -184,6 +191,7 @@ class ConstantScores:
 
     def higher(self, row: int, values: np.ndarray, seen: np.ndarray) -> np.ndarray:
         above = self.n - np.searchsorted(self.ascending, values, side="right")
+        seen = seen[seen < self.n]
         return above - (self.scores[seen][None, :] > values[:, None]).sum(axis=1)
 
 

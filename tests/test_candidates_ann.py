@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from encoders.base import FitData
 from eval.synthetic import SyntheticConfig, generate, synthetic_vectors
-from hyrec.data import leave_one_out
+from hyrec.data import Item, leave_one_out
+from hyrec.data.splits import History
 from retrieval.candidates import (
     AnnConfig,
     ConstantScores,
@@ -202,3 +203,24 @@ def test_large_catalogue_features_match_the_exact_path_in_shape(large_model):
     cands, feats = model._candidates_and_features(history, None)
     assert all(f.shape == (len(c), feats[0].shape[1]) for c, f in zip(cands, feats, strict=True))
     assert all(np.isfinite(f).all() for f in feats)  # every synthetic item has a year
+
+
+def test_items_added_to_a_large_catalogue_can_be_candidates_and_history(large_model, tmp_path):
+    """Catalogue growth on the ANN path: the popularity view knows only the fitted items, and a
+    new item proposed by the text source, or in a history, raised IndexError there (old code:
+    on any catalogue past ``ann_min_items`` after an upsert)."""
+    model, split, _ = large_model
+    model.save(tmp_path / "m")
+    grown = HybridRecommender.load(tmp_path / "m")  # the module's model stays as fitted
+    history = split.task("test").history[np.arange(5)]
+    n = grown.dataset.n_items
+    near_each_user = grown.components["semantic"].query_vectors(history)
+    grown.add_items([Item(f"new-{r}", f"new item {r}") for r in range(5)], near_each_user)
+    cands, _ = grown._candidates_and_features(history, None)
+    assert any((c.items >= n).any() for c in cands)  # the text source proposed them
+    for lst in grown.recommend_batch(history, k=10):
+        assert len(lst) == 10
+    seqs = tuple(np.append(s, n + r) for r, s in enumerate(history.sequences))
+    with_new = History(history.users, seqs, grown.dataset.n_items)
+    for lst, seq in zip(grown.recommend_batch(with_new, k=10), seqs, strict=True):
+        assert len(lst) == 10 and not set(lst.items) & set(seq)
