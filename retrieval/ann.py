@@ -59,11 +59,10 @@ class VectorIndex:
         by_norm = nonzero[np.argsort(-norms[nonzero], kind="stable")]
         self.head = np.sort(by_norm[: int(np.sqrt(n))])  # scored exactly
         rest = np.sort(by_norm[len(self.head) :])  # in the IVF cells
-        self.index = None
+        self.index, self._m = None, 0.0  # _m: the largest norm in the cells (the lift's M)
         if len(rest):
-            m = norms[rest].max()
-            lift = np.sqrt(np.maximum(m**2 - norms[rest] ** 2, 0.0))[:, None]
-            lifted = np.ascontiguousarray(np.hstack([self.vectors[rest], lift]), dtype=np.float32)
+            self._m = float(norms[rest].max())
+            lifted = self._lifted(self.vectors[rest], norms[rest])
             cells = int(np.clip(c.cells_per_sqrt * np.sqrt(len(rest)), 1, max(len(rest) // 39, 1)))
             self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d + 1), d + 1, cells)
             rng = np.random.default_rng(c.seed)
@@ -77,6 +76,24 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+    def _lifted(self, vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        lift = np.sqrt(np.maximum(self._m**2 - norms**2, 0.0))[:, None]
+        return np.ascontiguousarray(np.hstack([vectors, lift]), dtype=np.float32)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append items (k, d) without re-clustering: each goes to its nearest existing cell, or,
+        with a norm above the cells' M, to the exactly scored items (zero vectors to neither).
+        Rebuilding instead cost the first request after an upsert 5.5-8.6 s at 10⁵ items."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        start = len(self.vectors)
+        self.vectors = np.vstack([self.vectors, vectors])
+        norms = np.linalg.norm(vectors, axis=1)
+        ids = start + np.arange(len(vectors))
+        fits = (norms > 0) & (norms <= (self._m if self.index is not None else -1.0))
+        self.head = np.concatenate([self.head, ids[(norms > 0) & ~fits]])
+        if fits.any():
+            self.index.add_with_ids(self._lifted(vectors[fits], norms[fits]), ids[fits])
 
     def search(
         self, query: np.ndarray, n: int, seen: np.ndarray, allowed: np.ndarray | None = None

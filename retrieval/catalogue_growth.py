@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from encoders.base import NotFittedError, unit_rows
+from encoders.base import NotFittedError, factor_vectors, unit_rows
 from encoders.semantic import SemanticScorer
 from hyrec.data import Item
 from retrieval.filters import item_year
@@ -55,5 +55,16 @@ def add_items(model: HybridRecommender, items: Sequence[Item], embeddings: np.nd
     model.facts = model.facts.extended(np.array([item_year(it) for it in items]), vectors)
     model.dataset = grown
     model._forget_views()
-    model.__dict__.pop("_spaces", None)  # large catalogues: re-index the grown item vectors
+    _grow_spaces(model)
     return len(items)
+
+
+def _grow_spaces(model: HybridRecommender) -> None:
+    """Large catalogues: each ANN space whose item vectors grew takes the new rows (the others'
+    components still score only their fitted items). Spaces not built yet are built whole on
+    first use."""
+    for name, space in model.__dict__.get("_spaces", {}).items():
+        pair = factor_vectors(model.components[name]) if name in model.components else None
+        vectors = pair[1]() if pair is not None else model.facts.embeddings  # "query": the text
+        if len(vectors) > len(space.index):
+            space.add(vectors[len(space.index) :])

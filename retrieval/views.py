@@ -42,6 +42,15 @@ class FactorSpace:
         self.sample = np.sort(rng.choice(n, min(n, self.config.rank_sample), replace=False))
         self.sample_vectors = np.ascontiguousarray(self.index.vectors[self.sample].T)  # (d, m)
 
+    def add(self, vectors: np.ndarray) -> None:
+        """Append items (catalogue growth): the index takes them and the moments follow; the
+        rank sample stays the fitted items' (an estimate, and the new items are few)."""
+        n, k = len(self.index), len(vectors)
+        v = np.asarray(vectors, np.float64)
+        self.mean = (n * self.mean + v.sum(axis=0)) / (n + k)
+        self.second = (n * self.second + v.T @ v) / (n + k)
+        self.index.add(vectors)
+
     def view(self, users: np.ndarray) -> FactorScores:
         return FactorScores(np.asarray(users, np.float32), self)
 

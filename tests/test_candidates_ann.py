@@ -82,6 +82,27 @@ def test_untrained_items_and_one_outlier_norm_do_not_hide_the_items_that_score(r
     assert np.mean(recalls) >= 0.9
 
 
+def test_items_added_to_an_index_are_found_without_rebuilding_it(rng):
+    v = clustered(rng)
+    index = VectorIndex(v[:5_000], AnnConfig(nprobe=16))
+    grown = v[5_000:].copy()
+    grown[0] *= 50  # a norm above the cells' M: scored exactly from now on
+    grown[1] = 0.0  # a zero vector: never proposed
+    index.add(grown)
+    assert len(index) == len(v) and 5_000 in set(index.head)
+    full = np.vstack([v[:5_000], grown])
+    none = np.zeros(0, np.int64)
+    recalls = []
+    for _ in range(30):
+        q = rng.normal(size=v.shape[1]).astype(np.float32)
+        items, _ = index.search(q, 50, none)
+        assert 5_001 not in set(items)
+        recalls.append(len(set(items) & exact_top(full, q, 50)) / 50)
+    assert np.mean(recalls) >= 0.9
+    q = grown[0] / np.linalg.norm(grown[0])
+    assert index.search(q, 5, none)[0][0] == 5_000
+
+
 def test_all_zero_vectors_still_search():
     index = VectorIndex(np.zeros((500, 8), np.float32))
     items, scores = index.search(np.ones(8, np.float32), 10, np.array([0, 1]))
@@ -215,7 +236,11 @@ def test_items_added_to_a_large_catalogue_can_be_candidates_and_history(large_mo
     history = split.task("test").history[np.arange(5)]
     n = grown.dataset.n_items
     near_each_user = grown.components["semantic"].query_vectors(history)
+    grown.recommend_batch(history, k=10)  # builds the ANN spaces, which the upsert then grows
     grown.add_items([Item(f"new-{r}", f"new item {r}") for r in range(5)], near_each_user)
+    spaces = grown.__dict__["_spaces"]  # the same spaces, grown in place (not rebuilt)
+    assert len(spaces["semantic"].index) == len(spaces["sasrec"].index) == n + 5
+    assert len(spaces["als"].index) == n  # ALS scores only its fitted items
     cands, _ = grown._candidates_and_features(history, None)
     assert any((c.items >= n).any() for c in cands)  # the text source proposed them
     for lst in grown.recommend_batch(history, k=10):
