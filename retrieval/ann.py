@@ -81,19 +81,21 @@ class VectorIndex:
         lift = np.sqrt(np.maximum(self._m**2 - norms**2, 0.0))[:, None]
         return np.ascontiguousarray(np.hstack([vectors, lift]), dtype=np.float32)
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append items (k, d) without re-clustering: each goes to its nearest existing cell, or,
-        with a norm above the cells' M, to the exactly scored items (zero vectors to neither).
-        Rebuilding instead cost the first request after an upsert 5.5-8.6 s at 10⁵ items."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def extend(self, vectors: np.ndarray) -> None:
+        """Take the grown item table (n + k, d), whose first n rows are the indexed items as they
+        were, without re-clustering: each new item goes to its nearest existing cell, or, with a
+        norm above the cells' M, to the exactly scored items (zero vectors to neither). The
+        table is adopted, not copied. Rebuilding instead cost the first request after an upsert
+        5.5-8.6 s at 10⁵ items (eval/results/growth.md)."""
         start = len(self.vectors)
-        self.vectors = np.vstack([self.vectors, vectors])
-        norms = np.linalg.norm(vectors, axis=1)
-        ids = start + np.arange(len(vectors))
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        new = self.vectors[start:]
+        norms = np.linalg.norm(new, axis=1)
+        ids = start + np.arange(len(new))
         fits = (norms > 0) & (norms <= (self._m if self.index is not None else -1.0))
         self.head = np.concatenate([self.head, ids[(norms > 0) & ~fits]])
         if fits.any():
-            self.index.add_with_ids(self._lifted(vectors[fits], norms[fits]), ids[fits])
+            self.index.add_with_ids(self._lifted(new[fits], norms[fits]), ids[fits])
 
     def search(
         self, query: np.ndarray, n: int, seen: np.ndarray, allowed: np.ndarray | None = None

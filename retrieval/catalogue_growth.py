@@ -67,4 +67,4 @@ def _grow_spaces(model: HybridRecommender) -> None:
         pair = factor_vectors(model.components[name]) if name in model.components else None
         vectors = pair[1]() if pair is not None else model.facts.embeddings  # "query": the text
         if len(vectors) > len(space.index):
-            space.add(vectors[len(space.index) :])
+            space.extend(vectors)

@@ -42,14 +42,15 @@ class FactorSpace:
         self.sample = np.sort(rng.choice(n, min(n, self.config.rank_sample), replace=False))
         self.sample_vectors = np.ascontiguousarray(self.index.vectors[self.sample].T)  # (d, m)
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append items (catalogue growth): the index takes them and the moments follow; the
-        rank sample stays the fitted items' (an estimate, and the new items are few)."""
-        n, k = len(self.index), len(vectors)
-        v = np.asarray(vectors, np.float64)
-        self.mean = (n * self.mean + v.sum(axis=0)) / (n + k)
-        self.second = (n * self.second + v.T @ v) / (n + k)
-        self.index.add(vectors)
+    def extend(self, vectors: np.ndarray) -> None:
+        """Take the grown item table (catalogue growth: the first rows unchanged, new ones at the
+        end): the index takes the new rows and the moments follow; the rank sample stays the
+        fitted items' (an estimate, and the new items are few)."""
+        n = len(self.index)
+        new = np.asarray(vectors[n:], np.float64)
+        self.mean = (n * self.mean + new.sum(axis=0)) / (n + len(new))
+        self.second = (n * self.second + new.T @ new) / (n + len(new))
+        self.index.extend(vectors)
 
     def view(self, users: np.ndarray) -> FactorScores:
         return FactorScores(np.asarray(users, np.float32), self)

@@ -88,9 +88,9 @@ def test_items_added_to_an_index_are_found_without_rebuilding_it(rng):
     grown = v[5_000:].copy()
     grown[0] *= 50  # a norm above the cells' M: scored exactly from now on
     grown[1] = 0.0  # a zero vector: never proposed
-    index.add(grown)
-    assert len(index) == len(v) and 5_000 in set(index.head)
     full = np.vstack([v[:5_000], grown])
+    index.extend(full)
+    assert len(index) == len(v) and 5_000 in set(index.head)
     none = np.zeros(0, np.int64)
     recalls = []
     for _ in range(30):
