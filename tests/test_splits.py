@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hyrec.data import Dataset, Item, leave_one_out, temporal_split
+from hyrec.data.splits import History
 
 
 def make(events):
@@ -71,3 +73,11 @@ def test_temporal_split_cuts_by_time_and_keeps_new_items_only():
     # at test time the whole validation period counts as observed history
     b_row = split.task("test").history.users.tolist().index(ds.user_index["b"])
     assert split.task("test").history.sequences[b_row].tolist() == [0, 1, 3, 1]
+
+
+def test_history_matrix_is_binary_and_refuses_items_outside_the_catalogue():
+    h = History(np.arange(2), (np.array([3, 1, 3]), np.zeros(0, np.int64)), 5)
+    assert h.matrix.toarray().tolist() == [[0, 1, 0, 1, 0], [0, 0, 0, 0, 0]]
+    for bad in (7, -1):
+        with pytest.raises(ValueError, match="out of range"):
+            _ = History(np.arange(1), (np.array([bad]),), 5).matrix

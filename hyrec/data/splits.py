@@ -48,6 +48,8 @@ class History:
         indptr = np.zeros(len(rows) + 1, np.int64)
         np.cumsum([len(r) for r in rows], out=indptr[1:])
         cols = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        if len(cols) and (cols.min() < 0 or cols.max() >= self.n_items):
+            raise ValueError(f"history item index out of range for {self.n_items} items")
         return sp.csr_matrix(
             (np.ones(len(cols), np.float32), cols, indptr), shape=(len(self), self.n_items)
         )
