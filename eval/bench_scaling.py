@@ -196,12 +196,13 @@ def _caps(model, data) -> dict[str, int]:
     """Each neural component's epoch cap under its work cap (encoders.base.epoch_budget), on the
     inner split it was fitted on (each user's last training event held out)."""
     from encoders.base import epoch_budget
+    from hyrec.data.dataset import interaction_matrix
     from hyrec.data.splits import inner_split
 
     inner, _ = inner_split(data.train)
     users = int((np.bincount(inner.user) >= 2).sum())
-    # LightGCN's work is its graph's edges: distinct (user, item) pairs, not events (repeats)
-    pairs = len(np.unique(inner.user.astype(np.int64) * (int(inner.item.max()) + 1) + inner.item))
+    # LightGCN's work is its graph's edges: the fit's deduplicated matrix, not events (repeats)
+    pairs = interaction_matrix(inner, data.n_users, data.n_items).nnz
     out = {}
     for name, scorer in model.components.items():
         c = getattr(scorer, "config", None)
