@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import random
@@ -17,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-import httpx
+import aiohttp
 
 from eval.chaos_service import AUTH
 
@@ -72,7 +73,7 @@ def merge(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def client(
-    n: int, http: httpx.AsyncClient, base: str, rec: Record, stop: float, n_items: int
+    n: int, http: aiohttp.ClientSession, base: str, rec: Record, stop: float, n_items: int
 ) -> None:
     rng = random.Random(n)
     # the first request at a random point of the pause that follows every request, so that 200
@@ -109,16 +110,16 @@ async def client(
         await asyncio.sleep(rng.random() * 0.2)
 
 
-async def one(http, base, rec: Record, name, method, path, body) -> bool:
+async def one(http: aiohttp.ClientSession, base, rec: Record, name, method, path, body) -> bool:
     """Send one request and record it; False when the server could not be reached."""
     started = time.monotonic() - rec.t0
     t0 = time.perf_counter()
     try:
-        r = await http.request(method, base + path, json=body, headers=AUTH)
-        status = str(r.status_code)
-    except httpx.HTTPError as e:
-        status = f"connection: {type(e).__name__}"
-        r = None
+        async with http.request(method, base + path, json=body, headers=AUTH) as r:
+            status, content = str(r.status), await r.read()
+            timing = r.headers.get("server-timing", "")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        status, r = f"connection: {type(e).__name__}", None
     seconds = time.perf_counter() - t0
     if name == "recommendations":
         rec.recommendations.append((started, started + seconds))
@@ -127,16 +128,14 @@ async def one(http, base, rec: Record, name, method, path, body) -> bool:
         rec.connection_errors.append((name, started + seconds, status))
         return False
     rec.latency[name].append(seconds)
-    if name == "feedback" and r.status_code == 200:
-        rec.feedback.append((started, seconds, server_seconds(r)))
-    if r.status_code >= 500:
-        kind = r.json().get("error", {}).get("type", "?") if r.content else "?"
-        if not (
-            r.status_code == 503 and kind in ("store_unavailable", "llm_unavailable", "overloaded")
-        ):
-            rec.unexpected.append(f"{name} {r.status_code} {kind}: {r.text[:200]}")
-    if name == "feedback" and r.status_code == 200:
-        got = r.json()
+    if name == "feedback" and r.status == 200:
+        rec.feedback.append((started, seconds, server_seconds(timing)))
+    if r.status >= 500:
+        kind = json.loads(content).get("error", {}).get("type", "?") if content else "?"
+        if not (r.status == 503 and kind in DOCUMENTED_503):
+            rec.unexpected.append(f"{name} {r.status} {kind}: {content[:200]!r}")
+    if name == "feedback" and r.status == 200:
+        got = json.loads(content)
         if got["duplicate"]:
             rec.duplicates_acked += 1
         elif body["event_id"] in rec.acked and rec.acked[body["event_id"]] != got["event_id"]:
@@ -145,9 +144,9 @@ async def one(http, base, rec: Record, name, method, path, body) -> bool:
     return True
 
 
-def server_seconds(r: httpx.Response) -> float | None:
+def server_seconds(header: str) -> float | None:
     """The server's own time for the request, from its ``Server-Timing: app;dur=<ms>`` header."""
-    for part in r.headers.get("server-timing", "").split(","):
+    for part in header.split(","):
         name, _, dur = part.strip().partition(";dur=")
         if name == "app" and dur:
             return float(dur) / 1000
@@ -168,10 +167,18 @@ async def load(
 ) -> Record:
     """This process's share of the clients: open one connection per client (a /healthz each,
     not recorded), report ready, wait for the common start, run until its end."""
-    n = max(1, len(clients))
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        await asyncio.gather(*(http.get(base + "/healthz") for _ in clients))
+    # aiohttp, not httpx: under this load httpx's client cost ~3 ms of CPU per request against
+    # aiohttp's ~0.2 ms (measured side by side on one loopback server), and every millisecond the
+    # generator burns is taken from the server under test on the same two cores
+    connector = aiohttp.TCPConnector(limit=max(1, len(clients)), keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def hello() -> None:
+            async with http.get(base + "/healthz") as r:
+                await r.read()
+
+        await asyncio.gather(*(hello() for _ in clients))
         ready.put(os.getpid())
         await asyncio.to_thread(go.wait)
         rec = Record(at.value)
