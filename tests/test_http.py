@@ -616,12 +616,9 @@ def test_auth_can_be_off_only_on_loopback():
     assert is_loopback("localhost") and not is_loopback("example.com")
 
 
-def test_the_item_store_process_setting_and_the_encoder_warm_up(tmp_path, caplog):
-    from agent.serve.startup import StoreSettings, warm_up
+def test_the_item_store_process_setting(tmp_path):
+    from agent.serve.startup import StoreSettings
 
-    # the warning is checked below: its logger must pass it whatever level an earlier test or a
-    # command run in-process left on the root logger (``quiet_logging`` sets ERROR)
-    caplog.set_level("WARNING", logger="agent.serve.startup")
     assert StoreSettings.resolve(environ={}).chroma_process is True  # the serve default
     config = tmp_path / "config.toml"
     config.write_text("[chroma]\nprocess = false\n")
@@ -632,21 +629,6 @@ def test_the_item_store_process_setting_and_the_encoder_warm_up(tmp_path, caplog
     config.write_text('[chroma]\nprocess = "maybe"\n')
     with pytest.raises(ValueError, match="true or false"):
         StoreSettings.resolve(environ=env)
-
-    class Encoder:
-        def __init__(self, fail: bool) -> None:
-            self.fail, self.seen = fail, []
-
-        def encode_queries(self, texts):
-            self.seen.append(list(texts))
-            if self.fail:
-                raise OSError("model not on this machine")
-
-    for fail in (False, True):
-        model = type("Model", (), {"encoder": Encoder(fail)})()
-        warm_up(model)  # loads the model before the server answers; a failure only logs
-        assert model.encoder.seen == [["warm-up"]]
-    assert "retried on first use" in caplog.text
 
 
 # ---- a real server process ----------

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from agent.api import Recommender
 from agent.llm import LLMError
 from agent.llm.settings import CONFIG_ENV, default_config_path
+from agent.serve.warm import warm_up
 from retrieval.store import PROCESS_ENV, StoreConfig, own_process_default
 
 log = logging.getLogger(__name__)
@@ -194,22 +195,9 @@ def open_model(
             recommender = Recommender.load(
                 model_dir, llm=llm, feedback_url=stores.feedback_url, item_store=stores.item_store()
             )
-        warm_up(recommender)
+        warm_up(recommender)  # every path's one-time costs, before the server answers
     except BaseException:
         if handle is not None:
             handle.close()
         raise
     return recommender, handle, lambda r: ChatAgent(r, chat_model=chat_model)
-
-
-def warm_up(recommender: Recommender) -> None:
-    """Load the text encoder's model now, before the server answers, instead of on the first
-    upsert or query text: importing torch and transformers and building the model holds the GIL
-    for seconds, which froze the event loop for every request (in the chaos benchmark, 70 % of
-    the samples holding the GIL in the first 25 s; feedback waited seconds in the socket before
-    the app saw it). A model that cannot be loaded is logged, and tried again on first use as
-    before."""
-    try:
-        recommender.encoder.encode_queries(["warm-up"])
-    except Exception as e:  # an offline machine without the model: the first use says so
-        log.warning("the text encoder could not be loaded at start (%s); retried on first use", e)

@@ -1,0 +1,59 @@
+"""The server's warm-up (:mod:`agent.serve.warm`): every step runs before the first request,
+sends nothing to the LLM, stores nothing, and a step that fails only logs."""
+
+from __future__ import annotations
+
+import httpx
+
+from agent.llm.openai_backend import OpenAICompatibleLLM
+from agent.llm.settings import LLMSettings
+from agent.serve.warm import warm_up
+from tests.test_api import llm_model, saved  # noqa: F401  (the fixture)
+
+
+def test_every_step_runs_and_nothing_is_sent_or_stored(saved, tmp_path, caplog):  # noqa: F811
+    caplog.set_level("INFO", logger="agent.serve.warm")
+    sent: list[httpx.Request] = []
+
+    def llm_server(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503)
+
+    llm = OpenAICompatibleLLM(
+        LLMSettings(base_url="http://llm.test/v1", model="m"),
+        transport=httpx.MockTransport(llm_server),
+    )
+    with llm_model(saved, tmp_path, llm) as model:
+        n_items, users = model.n_items, model.store.users()
+        took = warm_up(model)
+        assert model.n_items == n_items and model.store.users() == users
+        assert model.store.count() == 0
+    assert not sent  # the SDK was warmed on an in-memory transport, not on the LLM's
+    assert took["text encoder"] is not None and took["scoring"] is not None
+    assert took["LLM client"] is not None  # an OpenAI-compatible LLM: its SDK was warmed
+    assert (took["item store"] is None) == (model.hybrid.store is None)
+    assert "could not be warmed" not in caplog.text
+    assert "warmed up: text encoder" in caplog.text
+
+
+def test_a_step_that_fails_only_logs_and_the_others_still_run(caplog):
+    caplog.set_level("WARNING", logger="agent.serve.warm")
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.seen: list[list[str]] = []
+
+        def encode_queries(self, texts):
+            self.seen.append(list(texts))
+            raise OSError("model not on this machine")
+
+    class Model:  # a recommender whose encoder cannot load and that has nothing else to warm
+        encoder = Encoder()
+        hybrid = type("Hybrid", (), {"store": None})()
+        llm = None
+
+    took = warm_up(Model())  # type: ignore[arg-type]
+    assert Model.encoder.seen == [["warm-up"]]
+    assert took["text encoder"] is None and "retried on first use" in caplog.text
+    assert took["item store"] is None and took["LLM client"] is None
+    assert took["scoring"] is None  # no catalogue on this stand-in: logged, not raised
