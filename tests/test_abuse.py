@@ -223,6 +223,34 @@ def test_feedback_waits_for_its_own_threads_and_only_for_the_stores_wait(plain, 
         holder.close()
 
 
+def test_a_feedback_that_waited_for_a_thread_gets_only_what_is_left_of_its_wait(plain, model):
+    """Twelve feedback requests at once for the four feedback threads, the database locked
+    elsewhere: each is answered within one store wait (2 s) of being sent, the wait for a
+    thread included. Before, the eight that waited ~2 s for a thread then waited a whole store
+    wait more (~4 s)."""
+    server, folder = plain, model[2] / "plain"
+    holder = sqlite3.connect(str(folder / "feedback.sqlite3"), timeout=1, isolation_level=None)
+    took: list[tuple[int, float]] = []
+
+    def send(n: int) -> None:
+        t0 = time.monotonic()
+        r = post(server, "/v1/feedback", {"user_id": f"q{n}", "item_id": "3", "event": "like"})
+        took.append((r.status_code, time.monotonic() - t0))
+
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len(took) == 12 and all(status == 503 for status, _ in took), took
+    assert max(s for _, s in took) < 2.6, sorted(round(s, 2) for _, s in took)
+
+
 # ---- row 5: a user id with a slash can be erased ---------------------------------------------
 def test_any_id_the_feedback_endpoint_accepts_can_be_erased(plain):
     for user in ("a/b", "x y", "ü/../é"):

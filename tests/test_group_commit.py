@@ -162,3 +162,31 @@ def _timed(store: FeedbackStore) -> tuple[Exception | None, float]:
     except StoreUnavailable as e:
         return e, time.monotonic() - t0
     return None, time.monotonic() - t0
+
+
+def test_a_request_deadline_shortens_the_wait_and_never_below_one_short_try(tmp_path):
+    """Inside ``store_deadline`` the store waits only until the request's deadline (at least
+    ``MIN_WAIT``); outside one, its whole ``wait``."""
+    from agent.feedback.deadline import MIN_WAIT, remaining, store_deadline
+
+    path = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(path, wait=1.5)
+    holder = sqlite3.connect(str(path), isolation_level=None, timeout=0.1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with store_deadline(time.monotonic() + 0.3):
+            error, seconds = _timed(store)
+        assert isinstance(error, StoreUnavailable) and 0.2 < seconds < 0.3 + 0.3, seconds
+        with store_deadline(time.monotonic() - 5):  # spent queueing: one short try
+            assert remaining(1.5) == MIN_WAIT
+            error, seconds = _timed(store)
+        assert isinstance(error, StoreUnavailable) and seconds < MIN_WAIT + 0.3, seconds
+        error, seconds = _timed(store)  # no request around it: the whole wait
+        assert isinstance(error, StoreUnavailable) and seconds > 1.3, seconds
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert remaining(1.5) == 1.5
+    store.add("a", "1", "like")  # the store is free again: stored
+    assert store.count("a") == 1
+    store.close()

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agent.feedback.deadline import remaining
 from agent.feedback.events import StoreUnavailable
 from agent.feedback.sqlite_errors import mapped
 
@@ -47,7 +48,8 @@ class GroupCommit:
     Args:
         lock: The write connection's lock (shared with every other user of the connection).
         connection: Returns the write connection now (the store may swap it, see ``backup_to``).
-        wait: Longest a caller waits for the lock before :class:`StoreUnavailable`.
+        wait: Longest a caller waits for the lock before :class:`StoreUnavailable` (less when
+            its request's deadline comes first: :mod:`agent.feedback.deadline`).
     """
 
     def __init__(
@@ -75,7 +77,7 @@ class GroupCommit:
             StoreUnavailable: the lock or the file was not free within ``wait`` seconds, or the
                 commit failed (nothing of ``fn`` is stored then).
         """
-        deadline = time.monotonic() + self._wait
+        deadline = time.monotonic() + remaining(self._wait)  # the request's, when it has one
         work = _Work(fn, deadline)
         with self._queue_lock:
             self._queue.append(work)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from agent.feedback.deadline import remaining
 from agent.feedback.events import StoreUnavailable
 
 
@@ -69,9 +70,10 @@ def open_pool(url: str, *, wait: float, pool_size: int, statement_seconds: float
 
 @contextmanager
 def pooled(pool: ConnectionPool, wait: float, what: str) -> Iterator[psycopg.Connection]:
-    """A connection of ``pool`` within ``wait`` seconds, with "not now" errors mapped."""
+    """A connection of ``pool`` within ``wait`` seconds (less when the request's deadline comes
+    first: :mod:`agent.feedback.deadline`), with "not now" errors mapped."""
     try:
-        with pool.connection(timeout=wait) as conn:
+        with pool.connection(timeout=remaining(wait)) as conn:
             yield conn
     except psycopg.OperationalError as e:  # pool timeout, refused, server gone, timed out
         raise StoreUnavailable(

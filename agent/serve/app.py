@@ -56,6 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.api import Recommender
 from agent.feedback import StoreUnavailable, is_positive
+from agent.feedback.deadline import store_deadline
 from agent.llm import Message
 from agent.serve.dashboard import add_pages, dashboard_data
 from agent.serve.limits import MAX_BODY, QUEUE_WAIT, BoundedPool, Limits, ServerBusy
@@ -296,12 +297,15 @@ def create_app(
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=auth, tags=["feedback"])
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        return await app.state.writes.run(_feedback, body)
+        # one budget for the wait for a thread and the store's waits (agent.feedback.deadline)
+        deadline = time.monotonic() + recommender.config.store_wait
+        return await app.state.writes.run(_feedback, body, deadline)
 
-    def _feedback(body: FeedbackRequest) -> FeedbackResponse:
-        receipt = recommender.feedback(
-            body.user_id, body.item_id, body.event, body.value, event_id=body.event_id
-        )
+    def _feedback(body: FeedbackRequest, deadline: float) -> FeedbackResponse:
+        with store_deadline(deadline):
+            receipt = recommender.feedback(
+                body.user_id, body.item_id, body.event, body.value, event_id=body.event_id
+            )
         return FeedbackResponse.of(receipt)
 
     async def catalogue(fn: Callable[..., Any], *args: Any) -> Any:
