@@ -3,11 +3,16 @@ sends nothing to the LLM, stores nothing, and a step that fails only logs."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import httpx
 
 from agent.llm.openai_backend import OpenAICompatibleLLM
 from agent.llm.settings import LLMSettings
 from agent.serve.warm import warm_up
+from tests.servers import ROOT
 from tests.test_api import llm_model, saved  # noqa: F401  (the fixture)
 
 
@@ -57,3 +62,29 @@ def test_a_step_that_fails_only_logs_and_the_others_still_run(caplog):
     assert took["text encoder"] is None and "retried on first use" in caplog.text
     assert took["item store"] is None and took["LLM client"] is None
     assert took["scoring"] is None  # no catalogue on this stand-in: logged, not raised
+
+
+def test_a_server_freezes_what_it_loaded_out_of_the_collector(saved, tmp_path):  # noqa: F811
+    """``open_model``, as ``hyrec serve`` runs it, ends with the loaded model in the collector's
+    permanent generation: a full collection afterwards walks only what was made since. In a
+    process of its own (a frozen heap stays frozen)."""
+    folder, _ = saved
+    shutil.copytree(folder, tmp_path / "model")
+    code = (
+        "import gc, sys\n"
+        "from pathlib import Path\n"
+        "from agent.serve.startup import open_model\n"
+        "r, handle, _ = open_model(Path(sys.argv[1]), use_llm=False)\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
+        "r.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    frozen, tracked = map(int, out.stdout.split()[-2:])
+    assert frozen > 50_000 and tracked < frozen / 10, (frozen, tracked)

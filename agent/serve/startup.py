@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from agent.api import Recommender
 from agent.llm import LLMError
 from agent.llm.settings import CONFIG_ENV, default_config_path
-from agent.serve.warm import warm_up
+from agent.serve.warm import freeze_heap, warm_up
 from retrieval.store import PROCESS_ENV, StoreConfig, own_process_default
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def open_model(
                 model_dir, llm=llm, feedback_url=stores.feedback_url, item_store=stores.item_store()
             )
         warm_up(recommender)  # every path's one-time costs, before the server answers
+        log.info("%d objects frozen out of the garbage collector", freeze_heap())
     except BaseException:
         if handle is not None:
             handle.close()
