@@ -12,8 +12,8 @@ burst waited:
 - **the deterministic scoring** of a user known only by a history (the collaborative fold-in's
   solver, the head's first call: ~30 ms);
 - **the OpenAI SDK's request building**: its first call resolves the SDK's type annotations
-  and imports modules lazily (~35 ms alone), with the GIL held, so 50 recommendations that
-  all made their first LLM call at once held the event loop back for most of a second.
+  and imports modules lazily, with the GIL held (35 ms against 2 ms for the next call, alone;
+  every recommendation of the first burst makes its first LLM call at once).
 
 After the steps, :func:`freeze_heap` moves everything loaded so far out of the cyclic garbage
 collector's reach (``gc.freeze``): the model, torch, transformers and chromadb's client are
