@@ -67,13 +67,17 @@ def tiny(item_input: str = "text", **kw) -> SASRecConfig:
 class SASRecContract(ScorerContract):
     """The contract with a small one-layer model. The checkerboard is in no order (each user's
     block in a random order), so the model must learn which items go together; with IDs alone
-    that takes more users than the default 20, and short windows."""
+    that takes more users than the default 20, and short windows. lr 1e-2 over 60 epochs: at
+    2e-2 over 30 the IDs-only model reached hr@5 1.0 for seeds 1-4 but 0.67 for seed 0 on an AMD
+    EPYC host (another CPU's float kernels, another path), where this setting gives 0.97-1.0 for
+    seeds 0-4."""
 
     n_users = 100
     item_input = "text+id"
 
     def make(self):
-        return SASRec(tiny(self.item_input, max_len=4, hidden=32, ffn=32, lr=2e-2, patience=100))
+        settings = dict(lr=1e-2, max_epochs=60, patience=100)
+        return SASRec(tiny(self.item_input, max_len=4, hidden=32, ffn=32, **settings))
 
 
 class TestSASRecTextContract(SASRecContract):
