@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from encoders.base import factor_vectors
 from hyrec.data.splits import History
 from retrieval.ann import AnnConfig, VectorIndex, best_first
-from retrieval.features import RowScores
+from retrieval.features import RowScores, count_above
 
 
 class FactorSpace:
@@ -70,9 +70,21 @@ class FactorScores:
         self.n = len(vectors)
         self.sample = np.sort(users @ space.sample_vectors, axis=1)  # (B, m) ascending
         self._top: dict[int, np.ndarray] = {}  # row → its unfiltered top scores, best first
+        self._seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row → (seen, their scores)
 
     def informative(self, row: int) -> bool:
         return bool(self.users[row].any())
+
+    def _seen_scores(self, row: int, seen: np.ndarray) -> np.ndarray:
+        """The row's scores of its seen items: computed once, for :meth:`stats` and
+        :meth:`higher` (the features ask both with the same ``seen``)."""
+        cached = self._seen.get(row)
+        if cached is not None and cached[0] is seen:
+            return cached[1]
+        known = seen[seen < self.n]
+        done = self.space.index.vectors[known] @ self.users[row] if len(known) else np.zeros(0)
+        self._seen[row] = (seen, done)
+        return done
 
     def at(self, row: int, items: np.ndarray) -> np.ndarray:
         known = items < self.n
@@ -90,9 +102,8 @@ class FactorScores:
 
     def stats(self, row: int, seen: np.ndarray) -> tuple[float, float]:
         u = self.users[row].astype(np.float64)
-        seen = seen[seen < self.n]
-        done = self.space.index.vectors[seen] @ self.users[row] if len(seen) else np.zeros(0)
-        count = max(self.n - len(seen), 1)
+        done = self._seen_scores(row, seen)
+        count = max(self.n - len(done), 1)
         mean = (self.n * float(u @ self.space.mean) - done.sum(dtype=np.float64)) / count
         sq = self.n * float(u @ self.space.second @ u) - np.square(done, dtype=np.float64).sum()
         return mean, float(np.sqrt(max(sq / count - mean * mean, 0.0))) + 1e-6
@@ -102,11 +113,7 @@ class FactorScores:
         # unbiased: the sample holds each seen item with chance m/n, and the seen ones are known
         # (exact when the sample is the whole catalogue)
         estimate = self.n * (m - np.searchsorted(self.sample[row], values, side="right")) / m
-        seen = seen[seen < self.n]
-        if len(seen):
-            done = self.space.index.vectors[seen] @ self.users[row]
-            estimate = estimate - (done[None, :] > values[:, None]).sum(axis=1)
-        estimate = np.maximum(estimate, 0.0)
+        estimate = np.maximum(estimate - count_above(self._seen_scores(row, seen), values), 0.0)
         top = self._top.get(row)
         if top is None or not len(top):
             return estimate
@@ -201,8 +208,7 @@ class ConstantScores:
 
     def higher(self, row: int, values: np.ndarray, seen: np.ndarray) -> np.ndarray:
         above = self.n - np.searchsorted(self.ascending, values, side="right")
-        seen = seen[seen < self.n]
-        return above - (self.scores[seen][None, :] > values[:, None]).sum(axis=1)
+        return above - count_above(self.scores[seen[seen < self.n]], values)
 
 
 def factor_spaces(
