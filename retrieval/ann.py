@@ -60,6 +60,8 @@ class VectorIndex:
         self.head = np.sort(by_norm[: int(np.sqrt(n))])  # scored exactly
         rest = np.sort(by_norm[len(self.head) :])  # in the IVF cells
         self.index, self._m = None, 0.0  # _m: the largest norm in the cells (the lift's M)
+        self._in_cells = np.zeros(n, bool)  # which items the IVF cells hold
+        self._in_cells[rest] = True
         if len(rest):
             self._m = float(norms[rest].max())
             lifted = self._lifted(self.vectors[rest], norms[rest])
@@ -94,6 +96,7 @@ class VectorIndex:
         ids = start + np.arange(len(new))
         fits = (norms > 0) & (norms <= (self._m if self.index is not None else -1.0))
         self.head = np.concatenate([self.head, ids[(norms > 0) & ~fits]])
+        self._in_cells = np.concatenate([self._in_cells, fits])
         if fits.any():
             self.index.add_with_ids(self._lifted(new[fits], norms[fits]), ids[fits])
 
@@ -125,7 +128,10 @@ class VectorIndex:
         index, total = self.index, len(self.vectors)
         q = np.append(query, np.float32(0.0))[None].astype(np.float32)
         if allowed is None:
-            _, found = index.search(q, min(index.ntotal, n + len(seen)))
+            # room for the seen items the cells hold, not for the whole history: a long history's
+            # seen items are mostly the popular ones, scored exactly outside the cells
+            inside = int(self._in_cells[seen[seen < total]].sum())
+            _, found = index.search(q, min(index.ntotal, n + inside))
             found = found[0][found[0] >= 0]
             return unseen(found, seen)[:n]
         bits = np.packbits(allowed, bitorder="little")
