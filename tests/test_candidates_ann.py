@@ -53,6 +53,20 @@ def test_index_returns_unseen_catalogue_items_best_first(rng):
     assert np.allclose(scores, v[items] @ q, atol=1e-4)
 
 
+def test_a_long_history_of_items_inside_the_cells_still_gets_n_unseen_items(rng):
+    """The cells are asked for room for the seen items they hold: with every cell read the search
+    is exact, however many of the best items are seen, and whether they sit in the cells or among
+    the exactly scored items outside them."""
+    v = clustered(rng)
+    index = VectorIndex(v, AnnConfig(nprobe=10_000))  # every cell: exact
+    q = rng.normal(size=v.shape[1]).astype(np.float32)
+    ranked = np.argsort(-(v @ q))
+    in_cells = np.setdiff1d(ranked[:1_000], index.head)
+    for seen in (np.sort(in_cells[:600]), np.sort(ranked[:800])):
+        items, _ = index.search(q, 50, seen)
+        assert set(items) == exact_top(v, q, 50, seen)
+
+
 def test_recall_against_exact_scoring_is_high(rng):
     v = clustered(rng)
     index = VectorIndex(v, AnnConfig(nprobe=16))  # 16 of 77 cells: a fifth of the items read
