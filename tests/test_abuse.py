@@ -248,7 +248,9 @@ def test_a_feedback_that_waited_for_a_thread_gets_only_what_is_left_of_its_wait(
         holder.execute("ROLLBACK")
         holder.close()
     assert len(took) == 12 and all(status == 503 for status, _ in took), took
-    assert max(s for _, s in took) < 2.6, sorted(round(s, 2) for _, s in took)
+    # one store wait plus the client's and a loaded host's overhead (2.64 s seen on a slow host
+    # under the parallel suite), well below the two waits (~4 s) this test guards against
+    assert max(s for _, s in took) < 3.2, sorted(round(s, 2) for _, s in took)
 
 
 # ---- row 5: a user id with a slash can be erased ---------------------------------------------
